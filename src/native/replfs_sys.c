@@ -1,0 +1,684 @@
+/*
+ * replfs_sys: the few syscalls Node's fs module does not expose (extended
+ * attributes, mknod, nanosecond utimensat/futimens, readdir with d_ino).
+ *
+ * Every function validates its arguments on the JS thread, runs the syscall on
+ * the libuv thread pool through napi_async_work and settles a Promise. Errors
+ * reject with an Error shaped like Node's fs errors:
+ *   code: errno name ('ENOENT'), errno: negative errno, syscall, path.
+ */
+#define _GNU_SOURCE
+#define NAPI_VERSION 8
+
+#include <node_api.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
+#include <sys/sysmacros.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+/* ------------------------------------------------------------------------ */
+/* errno names                                                              */
+
+typedef struct {
+  int num;
+  const char *name;
+} errno_name_t;
+
+#define E_(x) { x, #x },
+static const errno_name_t errno_names[] = {
+  E_(EPERM) E_(ENOENT) E_(ESRCH) E_(EINTR) E_(EIO) E_(ENXIO) E_(E2BIG)
+  E_(ENOEXEC) E_(EBADF) E_(ECHILD) E_(EAGAIN) E_(ENOMEM) E_(EACCES)
+  E_(EFAULT) E_(ENOTBLK) E_(EBUSY) E_(EEXIST) E_(EXDEV) E_(ENODEV)
+  E_(ENOTDIR) E_(EISDIR) E_(EINVAL) E_(ENFILE) E_(EMFILE) E_(ENOTTY)
+  E_(ETXTBSY) E_(EFBIG) E_(ENOSPC) E_(ESPIPE) E_(EROFS) E_(EMLINK)
+  E_(EPIPE) E_(EDOM) E_(ERANGE) E_(EDEADLK) E_(ENAMETOOLONG) E_(ENOLCK)
+  E_(ENOSYS) E_(ENOTEMPTY) E_(ELOOP) E_(ENOMSG) E_(EIDRM)
+#ifdef ENODATA
+  E_(ENODATA)
+#endif
+#ifdef ENOSTR
+  E_(ENOSTR)
+#endif
+#ifdef ETIME
+  E_(ETIME)
+#endif
+#ifdef ENOSR
+  E_(ENOSR)
+#endif
+#ifdef ENOLINK
+  E_(ENOLINK)
+#endif
+  E_(EPROTO)
+#ifdef EMULTIHOP
+  E_(EMULTIHOP)
+#endif
+  E_(EBADMSG) E_(EOVERFLOW)
+#ifdef EBADFD
+  E_(EBADFD)
+#endif
+  E_(EILSEQ)
+#ifdef EUSERS
+  E_(EUSERS)
+#endif
+  E_(ENOTSOCK) E_(EDESTADDRREQ) E_(EMSGSIZE) E_(EPROTOTYPE)
+  E_(ENOPROTOOPT) E_(EPROTONOSUPPORT)
+  E_(EOPNOTSUPP) /* == ENOTSUP on Linux; the name ENOTSUP is returned below */
+  E_(EAFNOSUPPORT) E_(EADDRINUSE) E_(EADDRNOTAVAIL) E_(ENETDOWN)
+  E_(ENETUNREACH) E_(ENETRESET) E_(ECONNABORTED) E_(ECONNRESET)
+  E_(ENOBUFS) E_(EISCONN) E_(ENOTCONN) E_(ETIMEDOUT) E_(ECONNREFUSED)
+  E_(EHOSTUNREACH) E_(EALREADY) E_(EINPROGRESS) E_(ESTALE) E_(EDQUOT)
+  E_(ECANCELED)
+#ifdef EUCLEAN
+  E_(EUCLEAN)
+#endif
+#ifdef EREMOTEIO
+  E_(EREMOTEIO)
+#endif
+#ifdef ENOMEDIUM
+  E_(ENOMEDIUM)
+#endif
+#ifdef EMEDIUMTYPE
+  E_(EMEDIUMTYPE)
+#endif
+#ifdef EOWNERDEAD
+  E_(EOWNERDEAD)
+#endif
+#ifdef ENOTRECOVERABLE
+  E_(ENOTRECOVERABLE)
+#endif
+#ifdef ENOKEY
+  E_(ENOKEY)
+#endif
+#ifdef EKEYEXPIRED
+  E_(EKEYEXPIRED)
+#endif
+#ifdef EKEYREVOKED
+  E_(EKEYREVOKED)
+#endif
+#ifdef EKEYREJECTED
+  E_(EKEYREJECTED)
+#endif
+#ifdef ERFKILL
+  E_(ERFKILL)
+#endif
+#ifdef EHWPOISON
+  E_(EHWPOISON)
+#endif
+};
+#undef E_
+
+/* Writes the errno's name into buf (size >= 16). */
+static void errno_name(int err, char *buf, size_t size) {
+  /* Linux defines ENOTSUP as EOPNOTSUPP; xattr callers expect 'ENOTSUP'. */
+#if defined(ENOTSUP)
+  if (err == ENOTSUP) {
+    snprintf(buf, size, "ENOTSUP");
+    return;
+  }
+#endif
+  for (size_t i = 0; i < sizeof(errno_names) / sizeof(errno_names[0]); i++) {
+    if (errno_names[i].num == err) {
+      snprintf(buf, size, "%s", errno_names[i].name);
+      return;
+    }
+  }
+  snprintf(buf, size, "E%d", err);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Request state                                                             */
+
+typedef enum {
+  OP_LGETXATTR,
+  OP_LSETXATTR,
+  OP_LLISTXATTR,
+  OP_LREMOVEXATTR,
+  OP_MKNOD,
+  OP_UTIMENSAT,
+  OP_FUTIMENS,
+  OP_READDIR
+} op_t;
+
+typedef struct {
+  napi_async_work work;
+  napi_deferred deferred;
+  op_t op;
+  const char *syscall;
+
+  char *path;
+  char *name;
+
+  /* lsetxattr input; lgetxattr / llistxattr output */
+  char *value;
+  size_t value_len;
+
+  int flags;
+  mode_t mode;
+  dev_t dev;
+  int fd;
+  int nofollow;
+  struct timespec ts[2];
+
+  /* readdir output */
+  char **names;
+  uint64_t *inos;
+  unsigned char *types;
+  size_t count;
+  size_t cap;
+
+  int err; /* positive errno, 0 on success */
+} req_t;
+
+static void req_free(req_t *r) {
+  if (r == NULL) return;
+  free(r->path);
+  free(r->name);
+  free(r->value);
+  if (r->names != NULL) {
+    for (size_t i = 0; i < r->count; i++) free(r->names[i]);
+    free(r->names);
+  }
+  free(r->inos);
+  free(r->types);
+  free(r);
+}
+
+/* ------------------------------------------------------------------------ */
+/* Worker-thread side                                                        */
+
+#define MAX_SIZE_RETRIES 16
+
+/* Size query then read, retrying while the value grows in between. */
+static void do_getxattr(req_t *r) {
+  for (int attempt = 0; attempt < MAX_SIZE_RETRIES; attempt++) {
+    ssize_t size = lgetxattr(r->path, r->name, NULL, 0);
+    if (size < 0) {
+      r->err = errno;
+      return;
+    }
+    free(r->value);
+    r->value = malloc(size > 0 ? (size_t) size : 1);
+    if (r->value == NULL) {
+      r->err = ENOMEM;
+      return;
+    }
+    if (size == 0) {
+      r->value_len = 0;
+      return;
+    }
+    ssize_t n = lgetxattr(r->path, r->name, r->value, (size_t) size);
+    if (n >= 0) {
+      r->value_len = (size_t) n;
+      return;
+    }
+    if (errno != ERANGE) {
+      r->err = errno;
+      return;
+    }
+  }
+  r->err = ERANGE;
+}
+
+static void do_listxattr(req_t *r) {
+  for (int attempt = 0; attempt < MAX_SIZE_RETRIES; attempt++) {
+    ssize_t size = llistxattr(r->path, NULL, 0);
+    if (size < 0) {
+      r->err = errno;
+      return;
+    }
+    free(r->value);
+    r->value = malloc(size > 0 ? (size_t) size : 1);
+    if (r->value == NULL) {
+      r->err = ENOMEM;
+      return;
+    }
+    if (size == 0) {
+      r->value_len = 0;
+      return;
+    }
+    ssize_t n = llistxattr(r->path, r->value, (size_t) size);
+    if (n >= 0) {
+      r->value_len = (size_t) n;
+      return;
+    }
+    if (errno != ERANGE) {
+      r->err = errno;
+      return;
+    }
+  }
+  r->err = ERANGE;
+}
+
+static int readdir_push(req_t *r, const char *name, uint64_t ino, unsigned char type) {
+  if (r->count == r->cap) {
+    size_t cap = r->cap ? r->cap * 2 : 64;
+    char **names = realloc(r->names, cap * sizeof(char *));
+    if (names == NULL) return ENOMEM;
+    r->names = names;
+    uint64_t *inos = realloc(r->inos, cap * sizeof(uint64_t));
+    if (inos == NULL) return ENOMEM;
+    r->inos = inos;
+    unsigned char *types = realloc(r->types, cap);
+    if (types == NULL) return ENOMEM;
+    r->types = types;
+    r->cap = cap;
+  }
+  char *copy = strdup(name);
+  if (copy == NULL) return ENOMEM;
+  r->names[r->count] = copy;
+  r->inos[r->count] = ino;
+  r->types[r->count] = type;
+  r->count++;
+  return 0;
+}
+
+static void do_readdir(req_t *r) {
+  DIR *dir = opendir(r->path);
+  if (dir == NULL) {
+    r->err = errno;
+    return;
+  }
+  for (;;) {
+    errno = 0;
+    struct dirent *ent = readdir(dir);
+    if (ent == NULL) {
+      if (errno != 0) r->err = errno;
+      break;
+    }
+    const char *n = ent->d_name;
+    if (n[0] == '.' && (n[1] == '\0' || (n[1] == '.' && n[2] == '\0'))) continue;
+    int err = readdir_push(r, n, (uint64_t) ent->d_ino, ent->d_type);
+    if (err != 0) {
+      r->err = err;
+      break;
+    }
+  }
+  closedir(dir);
+}
+
+static void execute(napi_env env, void *data) {
+  (void) env;
+  req_t *r = (req_t *) data;
+  int rc = 0;
+  switch (r->op) {
+    case OP_LGETXATTR:
+      do_getxattr(r);
+      return;
+    case OP_LLISTXATTR:
+      do_listxattr(r);
+      return;
+    case OP_READDIR:
+      do_readdir(r);
+      return;
+    case OP_LSETXATTR:
+      rc = lsetxattr(r->path, r->name, r->value, r->value_len, r->flags);
+      break;
+    case OP_LREMOVEXATTR:
+      rc = lremovexattr(r->path, r->name);
+      break;
+    case OP_MKNOD:
+      rc = mknod(r->path, r->mode, r->dev);
+      break;
+    case OP_UTIMENSAT:
+      rc = utimensat(AT_FDCWD, r->path, r->ts, r->nofollow ? AT_SYMLINK_NOFOLLOW : 0);
+      break;
+    case OP_FUTIMENS:
+      rc = futimens(r->fd, r->ts);
+      break;
+  }
+  if (rc < 0) r->err = errno;
+}
+
+/* ------------------------------------------------------------------------ */
+/* JS-thread side                                                            */
+
+static napi_value make_sys_error(napi_env env, req_t *r) {
+  char code[32];
+  char msg_buf[256];
+  char message[PATH_MAX + 512];
+  napi_value code_v, msg_v, err_v, tmp;
+
+  errno_name(r->err, code, sizeof(code));
+  const char *desc = strerror_r(r->err, msg_buf, sizeof(msg_buf));
+  if (r->path != NULL) {
+    snprintf(message, sizeof(message), "%s: %s, %s '%s'", code, desc, r->syscall, r->path);
+  } else {
+    snprintf(message, sizeof(message), "%s: %s, %s", code, desc, r->syscall);
+  }
+
+  napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &code_v);
+  napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg_v);
+  napi_create_error(env, code_v, msg_v, &err_v);
+
+  napi_create_int32(env, -r->err, &tmp);
+  napi_set_named_property(env, err_v, "errno", tmp);
+  napi_create_string_utf8(env, r->syscall, NAPI_AUTO_LENGTH, &tmp);
+  napi_set_named_property(env, err_v, "syscall", tmp);
+  if (r->path != NULL) {
+    napi_create_string_utf8(env, r->path, NAPI_AUTO_LENGTH, &tmp);
+    napi_set_named_property(env, err_v, "path", tmp);
+  }
+  if (r->op == OP_FUTIMENS) {
+    napi_create_int32(env, r->fd, &tmp);
+    napi_set_named_property(env, err_v, "fd", tmp);
+  }
+  return err_v;
+}
+
+static napi_value make_result(napi_env env, req_t *r) {
+  napi_value result = NULL;
+  switch (r->op) {
+    case OP_LGETXATTR: {
+      void *data = NULL;
+      napi_create_buffer_copy(env, r->value_len, r->value_len ? r->value : "", &data, &result);
+      break;
+    }
+    case OP_LLISTXATTR: {
+      napi_create_array(env, &result);
+      uint32_t idx = 0;
+      size_t start = 0;
+      for (size_t i = 0; i < r->value_len; i++) {
+        if (r->value[i] != '\0') continue;
+        if (i > start) {
+          napi_value s;
+          napi_create_string_utf8(env, r->value + start, i - start, &s);
+          napi_set_element(env, result, idx++, s);
+        }
+        start = i + 1;
+      }
+      if (start < r->value_len) {
+        napi_value s;
+        napi_create_string_utf8(env, r->value + start, r->value_len - start, &s);
+        napi_set_element(env, result, idx++, s);
+      }
+      break;
+    }
+    case OP_READDIR: {
+      napi_value names, inos, types;
+      napi_create_object(env, &result);
+      napi_create_array_with_length(env, r->count, &names);
+      napi_create_array_with_length(env, r->count, &inos);
+      napi_create_array_with_length(env, r->count, &types);
+      for (size_t i = 0; i < r->count; i++) {
+        napi_value v;
+        napi_create_string_utf8(env, r->names[i], NAPI_AUTO_LENGTH, &v);
+        napi_set_element(env, names, (uint32_t) i, v);
+        napi_create_double(env, (double) r->inos[i], &v);
+        napi_set_element(env, inos, (uint32_t) i, v);
+        napi_create_uint32(env, r->types[i], &v);
+        napi_set_element(env, types, (uint32_t) i, v);
+      }
+      napi_set_named_property(env, result, "names", names);
+      napi_set_named_property(env, result, "inos", inos);
+      napi_set_named_property(env, result, "types", types);
+      break;
+    }
+    default:
+      napi_get_undefined(env, &result);
+      break;
+  }
+  return result;
+}
+
+static void complete(napi_env env, napi_status status, void *data) {
+  req_t *r = (req_t *) data;
+  napi_handle_scope scope;
+  napi_open_handle_scope(env, &scope);
+
+  if (status == napi_cancelled && r->err == 0) r->err = ECANCELED;
+
+  if (r->err != 0) {
+    napi_reject_deferred(env, r->deferred, make_sys_error(env, r));
+  } else {
+    napi_resolve_deferred(env, r->deferred, make_result(env, r));
+  }
+
+  napi_close_handle_scope(env, scope);
+  napi_delete_async_work(env, r->work);
+  req_free(r);
+}
+
+/* Returns a promise rejected with a TypeError carrying `code`. */
+static napi_value reject_arg(napi_env env, const char *code, const char *message) {
+  napi_value promise, code_v, msg_v, err_v;
+  napi_deferred deferred;
+  napi_create_promise(env, &deferred, &promise);
+  napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &code_v);
+  napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg_v);
+  napi_create_type_error(env, code_v, msg_v, &err_v);
+  napi_reject_deferred(env, deferred, err_v);
+  return promise;
+}
+
+/* Copies a JS string argument into a fresh C string; rejects embedded NULs. */
+static int get_cstring(napi_env env, napi_value v, char **out) {
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_string) return -1;
+  size_t len = 0;
+  if (napi_get_value_string_utf8(env, v, NULL, 0, &len) != napi_ok) return -1;
+  char *s = malloc(len + 1);
+  if (s == NULL) return -1;
+  size_t copied = 0;
+  napi_get_value_string_utf8(env, v, s, len + 1, &copied);
+  if (strlen(s) != copied) {
+    free(s);
+    return -2;
+  }
+  *out = s;
+  return 0;
+}
+
+static int get_number_i64(napi_env env, napi_value v, int64_t *out) {
+  napi_valuetype t;
+  if (napi_typeof(env, v, &t) != napi_ok || t != napi_number) return -1;
+  double d;
+  napi_get_value_double(env, v, &d);
+  if (d != d) return -1; /* NaN */
+  return napi_get_value_int64(env, v, out) == napi_ok ? 0 : -1;
+}
+
+static napi_value queue(napi_env env, req_t *r) {
+  napi_value promise, resource_name;
+  if (napi_create_promise(env, &r->deferred, &promise) != napi_ok) {
+    req_free(r);
+    return NULL;
+  }
+  napi_create_string_utf8(env, r->syscall, NAPI_AUTO_LENGTH, &resource_name);
+  if (napi_create_async_work(env, NULL, resource_name, execute, complete, r, &r->work) != napi_ok ||
+      napi_queue_async_work(env, r->work) != napi_ok) {
+    r->err = ENOMEM;
+    napi_reject_deferred(env, r->deferred, make_sys_error(env, r));
+    req_free(r);
+  }
+  return promise;
+}
+
+static req_t *req_new(op_t op, const char *syscall) {
+  req_t *r = calloc(1, sizeof(req_t));
+  if (r == NULL) return NULL;
+  r->op = op;
+  r->syscall = syscall;
+  r->fd = -1;
+  return r;
+}
+
+#define GET_ARGS(n)                                                        \
+  size_t argc = n;                                                         \
+  napi_value argv[n];                                                      \
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);                    \
+  for (size_t i_ = argc; i_ < n; i_++) napi_get_undefined(env, &argv[i_]);
+
+#define REQ_NEW(op, syscall)                                               \
+  req_t *r = req_new(op, syscall);                                         \
+  if (r == NULL) return reject_arg(env, "ERR_MEMORY", "out of memory");
+
+#define ARG_STRING(idx, field, what)                                       \
+  do {                                                                     \
+    int rc_ = get_cstring(env, argv[idx], &r->field);                      \
+    if (rc_ == -2) {                                                       \
+      req_free(r);                                                         \
+      return reject_arg(env, "ERR_INVALID_ARG_VALUE",                      \
+                        "The \"" what "\" argument must not contain null bytes"); \
+    }                                                                      \
+    if (rc_ != 0) {                                                        \
+      req_free(r);                                                         \
+      return reject_arg(env, "ERR_INVALID_ARG_TYPE",                       \
+                        "The \"" what "\" argument must be of type string"); \
+    }                                                                      \
+  } while (0)
+
+#define ARG_I64(idx, var, what)                                            \
+  int64_t var;                                                             \
+  if (get_number_i64(env, argv[idx], &var) != 0) {                         \
+    req_free(r);                                                           \
+    return reject_arg(env, "ERR_INVALID_ARG_TYPE",                         \
+                      "The \"" what "\" argument must be of type number"); \
+  }
+
+static napi_value js_lgetxattr(napi_env env, napi_callback_info info) {
+  GET_ARGS(2)
+  REQ_NEW(OP_LGETXATTR, "lgetxattr")
+  ARG_STRING(0, path, "path");
+  ARG_STRING(1, name, "name");
+  return queue(env, r);
+}
+
+static napi_value js_lsetxattr(napi_env env, napi_callback_info info) {
+  GET_ARGS(4)
+  REQ_NEW(OP_LSETXATTR, "lsetxattr")
+  ARG_STRING(0, path, "path");
+  ARG_STRING(1, name, "name");
+  bool is_buffer = false;
+  napi_is_buffer(env, argv[2], &is_buffer);
+  if (!is_buffer) {
+    req_free(r);
+    return reject_arg(env, "ERR_INVALID_ARG_TYPE", "The \"value\" argument must be a Buffer");
+  }
+  void *data = NULL;
+  size_t len = 0;
+  napi_get_buffer_info(env, argv[2], &data, &len);
+  /* Copy: the caller may reuse or mutate its buffer while the work runs. */
+  r->value = malloc(len > 0 ? len : 1);
+  if (r->value == NULL) {
+    req_free(r);
+    return reject_arg(env, "ERR_MEMORY", "out of memory");
+  }
+  if (len > 0) memcpy(r->value, data, len);
+  r->value_len = len;
+  napi_valuetype t;
+  napi_typeof(env, argv[3], &t);
+  if (t == napi_undefined) {
+    r->flags = 0;
+  } else {
+    ARG_I64(3, flags, "flags")
+    r->flags = (int) flags;
+  }
+  return queue(env, r);
+}
+
+static napi_value js_llistxattr(napi_env env, napi_callback_info info) {
+  GET_ARGS(1)
+  REQ_NEW(OP_LLISTXATTR, "llistxattr")
+  ARG_STRING(0, path, "path");
+  return queue(env, r);
+}
+
+static napi_value js_lremovexattr(napi_env env, napi_callback_info info) {
+  GET_ARGS(2)
+  REQ_NEW(OP_LREMOVEXATTR, "lremovexattr")
+  ARG_STRING(0, path, "path");
+  ARG_STRING(1, name, "name");
+  return queue(env, r);
+}
+
+static napi_value js_mknod(napi_env env, napi_callback_info info) {
+  GET_ARGS(3)
+  REQ_NEW(OP_MKNOD, "mknod")
+  ARG_STRING(0, path, "path");
+  ARG_I64(1, mode, "mode")
+  ARG_I64(2, dev, "dev")
+  r->mode = (mode_t) mode;
+  r->dev = (dev_t) dev;
+  return queue(env, r);
+}
+
+#define ARG_TIMES(base)                                                    \
+  ARG_I64(base, asec, "atimeSec")                                          \
+  ARG_I64(base + 1, ansec, "atimeNsec")                                    \
+  ARG_I64(base + 2, msec, "mtimeSec")                                      \
+  ARG_I64(base + 3, mnsec, "mtimeNsec")                                    \
+  r->ts[0].tv_sec = (time_t) asec;                                         \
+  r->ts[0].tv_nsec = (long) ansec;                                         \
+  r->ts[1].tv_sec = (time_t) msec;                                         \
+  r->ts[1].tv_nsec = (long) mnsec;
+
+static napi_value js_utimensat(napi_env env, napi_callback_info info) {
+  GET_ARGS(6)
+  REQ_NEW(OP_UTIMENSAT, "utimensat")
+  ARG_STRING(0, path, "path");
+  ARG_TIMES(1)
+  napi_value b;
+  bool nofollow = false;
+  napi_coerce_to_bool(env, argv[5], &b);
+  napi_get_value_bool(env, b, &nofollow);
+  r->nofollow = nofollow ? 1 : 0;
+  return queue(env, r);
+}
+
+static napi_value js_futimens(napi_env env, napi_callback_info info) {
+  GET_ARGS(5)
+  REQ_NEW(OP_FUTIMENS, "futimens")
+  ARG_I64(0, fd, "fd")
+  if (fd < 0 || fd > INT_MAX) {
+    req_free(r);
+    return reject_arg(env, "ERR_OUT_OF_RANGE", "The \"fd\" argument is out of range");
+  }
+  r->fd = (int) fd;
+  ARG_TIMES(1)
+  return queue(env, r);
+}
+
+static napi_value js_readdir_ino(napi_env env, napi_callback_info info) {
+  GET_ARGS(1)
+  REQ_NEW(OP_READDIR, "readdir")
+  ARG_STRING(0, path, "path");
+  return queue(env, r);
+}
+
+static napi_value init(napi_env env, napi_value exports) {
+  napi_property_descriptor props[] = {
+    { "lgetxattr", NULL, js_lgetxattr, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "lsetxattr", NULL, js_lsetxattr, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "llistxattr", NULL, js_llistxattr, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "lremovexattr", NULL, js_lremovexattr, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "mknod", NULL, js_mknod, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "utimensat", NULL, js_utimensat, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "futimens", NULL, js_futimens, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "readdirIno", NULL, js_readdir_ino, NULL, NULL, NULL, napi_enumerable, NULL },
+  };
+  napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
+
+  napi_value v;
+  napi_create_int64(env, UTIME_NOW, &v);
+  napi_set_named_property(env, exports, "UTIME_NOW", v);
+  napi_create_int64(env, UTIME_OMIT, &v);
+  napi_set_named_property(env, exports, "UTIME_OMIT", v);
+  napi_create_int32(env, XATTR_CREATE, &v);
+  napi_set_named_property(env, exports, "XATTR_CREATE", v);
+  napi_create_int32(env, XATTR_REPLACE, &v);
+  napi_set_named_property(env, exports, "XATTR_REPLACE", v);
+  return exports;
+}
+
+NAPI_MODULE(NODE_GYP_MODULE_NAME, init)

@@ -1,0 +1,178 @@
+// Typed access to the replfs_sys native addon (src/native/replfs_sys.c): extended
+// attributes, mknod, nanosecond utimensat/futimens and readdir with inode numbers.
+// Every call runs its syscall on the libuv thread pool and returns a Promise. A failed
+// syscall rejects with a SysError shaped like Node's fs errors (code 'ENOENT',
+// errno -2, syscall, path).
+import { createRequire } from 'node:module';
+import { existsSync, readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export interface SysError extends Error {
+  code: string;
+  /** Negative errno, as in Node's own fs errors. */
+  errno: number;
+  syscall: string;
+  path?: string;
+}
+
+export interface DirEntries {
+  names: string[];
+  /** d_ino of each entry, as a JS number. */
+  inos: number[];
+  /** d_type of each entry (one of the DT_* constants). */
+  types: number[];
+}
+
+interface NativeBinding {
+  lgetxattr(path: string, name: string): Promise<Buffer>;
+  lsetxattr(path: string, name: string, value: Buffer, flags: number): Promise<void>;
+  llistxattr(path: string): Promise<string[]>;
+  lremovexattr(path: string, name: string): Promise<void>;
+  mknod(path: string, mode: number, dev: number): Promise<void>;
+  utimensat(
+    path: string,
+    atimeSec: number,
+    atimeNsec: number,
+    mtimeSec: number,
+    mtimeNsec: number,
+    nofollow: boolean,
+  ): Promise<void>;
+  futimens(fd: number, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): Promise<void>;
+  readdirIno(path: string): Promise<DirEntries>;
+  UTIME_NOW: number;
+  UTIME_OMIT: number;
+}
+
+const ADDON_RELATIVE = path.join('src', 'native', 'build', 'Release', 'replfs_sys.node');
+
+/** The replfs package root: the nearest ancestor holding a package.json named "replfs". */
+function findProjectRoot(): string {
+  const here = path.dirname(fileURLToPath(import.meta.url));
+  let dir = here;
+  for (;;) {
+    const pkg = path.join(dir, 'package.json');
+    if (existsSync(pkg)) {
+      try {
+        const parsed: unknown = JSON.parse(readFileSync(pkg, 'utf8'));
+        if (typeof parsed === 'object' && parsed !== null && (parsed as { name?: unknown }).name === 'replfs') {
+          return dir;
+        }
+      } catch {
+        // Not a readable package.json: keep walking up.
+      }
+    }
+    const parent = path.dirname(dir);
+    if (parent === dir) break;
+    dir = parent;
+  }
+  // Compiled layout fallback: dist/src/volume/sys.js sits three levels below the root.
+  return path.resolve(here, '..', '..', '..');
+}
+
+function loadBinding(): NativeBinding {
+  const addonPath = path.join(findProjectRoot(), ADDON_RELATIVE);
+  if (!existsSync(addonPath)) {
+    throw new Error(
+      `replfs native addon not found at ${addonPath}. ` +
+        'Build it with `npm run postinstall` (or `node src/native/setup.mjs`).',
+    );
+  }
+  const require = createRequire(import.meta.url);
+  const loaded: unknown = require(addonPath);
+  if (typeof loaded !== 'object' || loaded === null || typeof (loaded as { readdirIno?: unknown }).readdirIno !== 'function') {
+    throw new Error(
+      `replfs native addon at ${addonPath} is incomplete or stale. ` +
+        'Rebuild it with `npm run postinstall` (or `node src/native/setup.mjs`).',
+    );
+  }
+  return loaded as NativeBinding;
+}
+
+const native = loadBinding();
+
+/** tv_nsec value meaning "set this time to now". */
+export const UTIME_NOW: number = native.UTIME_NOW;
+/** tv_nsec value meaning "leave this time unchanged". */
+export const UTIME_OMIT: number = native.UTIME_OMIT;
+
+/** lsetxattr flags. */
+export const XATTR_CREATE = 1;
+export const XATTR_REPLACE = 2;
+
+/** d_type values returned by readdirIno. */
+export const DT_UNKNOWN = 0;
+export const DT_FIFO = 1;
+export const DT_CHR = 2;
+export const DT_DIR = 4;
+export const DT_BLK = 6;
+export const DT_REG = 8;
+export const DT_LNK = 10;
+export const DT_SOCK = 12;
+
+/** Reads an extended attribute without following a final symlink. */
+export function lgetxattr(path: string, name: string): Promise<Buffer> {
+  return native.lgetxattr(path, name);
+}
+
+/** Sets an extended attribute without following a final symlink. flags: 0, XATTR_CREATE or XATTR_REPLACE. */
+export function lsetxattr(path: string, name: string, value: Buffer, flags: number): Promise<void> {
+  return native.lsetxattr(path, name, value, flags);
+}
+
+/** Lists extended attribute names without following a final symlink. */
+export function llistxattr(path: string): Promise<string[]> {
+  return native.llistxattr(path);
+}
+
+/** Removes an extended attribute without following a final symlink. */
+export function lremovexattr(path: string, name: string): Promise<void> {
+  return native.lremovexattr(path, name);
+}
+
+/** mknod(2): mode includes the file type bits (S_IFIFO, S_IFCHR, ...). */
+export function mknod(path: string, mode: number, dev: number): Promise<void> {
+  return native.mknod(path, mode, dev);
+}
+
+/**
+ * utimensat(AT_FDCWD, path, ...). Seconds are signed; a nanosecond value of UTIME_NOW
+ * or UTIME_OMIT is passed through unchanged. With nofollow, a final symlink's own
+ * times change (AT_SYMLINK_NOFOLLOW).
+ */
+export function utimensat(
+  path: string,
+  atimeSec: number,
+  atimeNsec: number,
+  mtimeSec: number,
+  mtimeNsec: number,
+  nofollow: boolean,
+): Promise<void> {
+  return native.utimensat(path, atimeSec, atimeNsec, mtimeSec, mtimeNsec, nofollow);
+}
+
+/** futimens(2) with the same time conventions as utimensat. */
+export function futimens(
+  fd: number,
+  atimeSec: number,
+  atimeNsec: number,
+  mtimeSec: number,
+  mtimeNsec: number,
+): Promise<void> {
+  return native.futimens(fd, atimeSec, atimeNsec, mtimeSec, mtimeNsec);
+}
+
+/** Lists a directory with d_ino and d_type, skipping "." and "..". Follows a final symlink, like opendir(3). */
+export function readdirIno(path: string): Promise<DirEntries> {
+  return native.readdirIno(path);
+}
+
+/** True when err is an error raised by this module (or by Node's fs, which has the same shape). */
+export function isSysError(err: unknown): err is SysError {
+  return (
+    err instanceof Error &&
+    typeof (err as Partial<SysError>).code === 'string' &&
+    typeof (err as Partial<SysError>).errno === 'number' &&
+    typeof (err as Partial<SysError>).syscall === 'string'
+  );
+}
