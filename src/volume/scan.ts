@@ -1,0 +1,212 @@
+// Walking the protected directory. `init` uses the walk to record a baseline; every
+// mount uses it to find what changed while replfs was not watching (edits made while
+// unmounted, or lost with power): size, mtime and ctime against the recorded values.
+import { lstat } from 'node:fs/promises';
+import type { BigIntStats } from 'node:fs';
+import { ChangeKind, ROOT_FID, type FileId, type FileType } from '../core/types.js';
+import { ReplfsError } from '../errors/index.js';
+import { STATE_DIR, TypeTag, type FileRecord, type NameRef } from './format.js';
+import type { Backing } from './backing.js';
+import { joinRel } from './backing.js';
+import type { FileTable } from './files.js';
+import type { Journal } from './journal.js';
+import type { Op } from './store.js';
+import { readdirIno } from './sys.js';
+
+const LSTAT_CONCURRENCY = 32;
+
+export function fileTypeOf(mode: number): FileType {
+  switch (mode & 0o170000) {
+    case 0o040000: return 'dir';
+    case 0o120000: return 'symlink';
+    case 0o010000: return 'fifo';
+    case 0o140000: return 'socket';
+    case 0o020000: return 'chardev';
+    case 0o060000: return 'blockdev';
+    default: return 'file';
+  }
+}
+
+export function recordFromStat(st: BigIntStats, names: NameRef[]): FileRecord {
+  return {
+    t: TypeTag[fileTypeOf(Number(st.mode))],
+    ino: Number(st.ino),
+    names,
+    size: Number(st.size),
+    mtime: st.mtimeNs.toString(),
+    ctime: st.ctimeNs.toString(),
+  };
+}
+
+export interface WalkEntry {
+  rel: string;
+  parent: FileId;
+  name: string;
+  st: BigIntStats;
+}
+
+/**
+ * Visits every entry below the root, parents before children. `fidOf` maps a visited
+ * directory to its id so children can name their parent. Refuses nested mount points
+ * and nested protected directories.
+ */
+export async function walk(
+  backing: Backing,
+  skipAtRoot: ReadonlySet<string>,
+  visit: (e: WalkEntry) => FileId | undefined,
+): Promise<void> {
+  const rootSt = await lstat(backing.abs(''), { bigint: true });
+  const queue: Array<{ rel: string; fid: FileId }> = [{ rel: '', fid: ROOT_FID }];
+  while (queue.length > 0) {
+    const dir = queue.shift()!;
+    const listing = await readdirIno(backing.abs(dir.rel));
+    const names = listing.names.filter((n) => !(dir.rel === '' && skipAtRoot.has(n)));
+    if (dir.rel !== '' && names.includes(STATE_DIR)) {
+      throw new ReplfsError('refused', `${joinRel(dir.rel, STATE_DIR)} exists: protected directories cannot be nested`);
+    }
+    const stats = await mapLimit(names, LSTAT_CONCURRENCY, (n) => lstat(backing.abs(joinRel(dir.rel, n)), { bigint: true }));
+    names.forEach((name, i) => {
+      const st = stats[i]!;
+      const rel = joinRel(dir.rel, name);
+      if (st.dev !== rootSt.dev) {
+        throw new ReplfsError('refused', `${rel} is a mount point inside the protected directory`,
+          'unmount it or protect a directory without nested mounts');
+      }
+      const fid = visit({ rel, parent: dir.fid, name, st });
+      if (st.isDirectory() && fid !== undefined) queue.push({ rel, fid });
+    });
+  }
+}
+
+async function mapLimit<T, R>(items: T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
+}
+
+export interface ReconcileResult {
+  ops: Op[];
+  created: number;
+  changed: number;
+  moved: number;
+  deleted: number;
+}
+
+/**
+ * Compares the tree with the recorded files and journals every difference: new inodes
+ * as created, changed size/mtime/ctime as modified (whole-file compare), missing ones
+ * as deleted, and changed names as renames or link changes.
+ */
+export async function reconcile(
+  backing: Backing,
+  files: FileTable,
+  journal: Journal,
+  recorded: Map<FileId, FileRecord>,
+): Promise<ReconcileResult> {
+  const result: ReconcileResult = { ops: [], created: 0, changed: 0, moved: 0, deleted: 0 };
+  const ops = result.ops;
+  const byIno = new Map<number, FileId>();
+  for (const [fid, rec] of recorded) if (!rec.gone && fid !== ROOT_FID) byIno.set(rec.ino, fid);
+  const seen = new Map<FileId, { st: BigIntStats; names: NameRef[] }>();
+
+  await walk(backing, new Set([STATE_DIR]), ({ parent, name, st }) => {
+    const ino = Number(st.ino);
+    let fid = byIno.get(ino);
+    const rec = fid === undefined ? undefined : recorded.get(fid);
+    if (fid !== undefined && rec && rec.t !== TypeTag[fileTypeOf(Number(st.mode))]) fid = undefined;
+    if (fid === undefined) {
+      fid = files.allocate();
+      byIno.set(ino, fid);
+      recorded.set(fid, { ...recordFromStat(st, []), names: [] });
+      ops.push(...journal.mark(fid, ChangeKind.created | ChangeKind.data, { unknown: 'created-offline' }));
+      result.created++;
+    }
+    const s = seen.get(fid);
+    if (s) s.names.push([parent, name]);
+    else seen.set(fid, { st, names: [[parent, name]] });
+    return fid;
+  });
+
+  const rootRec = recorded.get(ROOT_FID);
+  const rootNow = recordFromStat(await lstat(backing.abs(''), { bigint: true }), []);
+  if (!rootRec || rootRec.ino !== rootNow.ino || rootRec.ctime !== rootNow.ctime || rootRec.mtime !== rootNow.mtime) {
+    if (rootRec) ops.push(...journal.mark(ROOT_FID, ChangeKind.attributes));
+    ops.push(files.put(ROOT_FID, rootNow));
+  }
+
+  const sameName = (a: NameRef, b: NameRef) => a[0] === b[0] && a[1] === b[1];
+  const entryChanged = (ref: NameRef, kinds: number) => {
+    ops.push(...journal.markEntry(ref[0], ref[1], kinds), ...journal.mark(ref[0], ChangeKind.entries));
+  };
+
+  for (const [fid, rec] of recorded) {
+    if (fid === ROOT_FID || rec.gone) continue;
+    const now = seen.get(fid);
+    if (!now) {
+      ops.push(...journal.mark(fid, ChangeKind.deleted | ChangeKind.unlinked));
+      for (const ref of rec.names) entryChanged(ref, ChangeKind.deleted);
+      ops.push(files.put(fid, { ...rec, gone: true }));
+      result.deleted++;
+      continue;
+    }
+    const fresh = recordFromStat(now.st, now.names);
+    const isNew = rec.names.length === 0;
+    const added = now.names.filter((n) => !rec.names.some((o) => sameName(o, n)));
+    const removed = rec.names.filter((o) => !now.names.some((n) => sameName(o, n)));
+    for (const ref of added) entryChanged(ref, ChangeKind.created);
+    for (const ref of removed) entryChanged(ref, ChangeKind.deleted);
+    if (!isNew && (added.length > 0 || removed.length > 0)) {
+      const kinds = added.length === removed.length ? ChangeKind.renamed
+        : added.length > removed.length ? ChangeKind.linked : ChangeKind.unlinked;
+      ops.push(...journal.mark(fid, kinds));
+      result.moved++;
+    }
+    if (!isNew && (fresh.size !== rec.size || fresh.mtime !== rec.mtime || fresh.ctime !== rec.ctime)) {
+      if (rec.t === TypeTag.dir) {
+        ops.push(...journal.mark(fid, ChangeKind.attributes));
+      } else {
+        ops.push(...journal.mark(fid, ChangeKind.data | ChangeKind.attributes, { unknown: 'offline-change' }));
+        result.changed++;
+      }
+    }
+    if (isNew || added.length || removed.length || fresh.size !== rec.size || fresh.mtime !== rec.mtime || fresh.ctime !== rec.ctime) {
+      ops.push(files.put(fid, fresh));
+    }
+  }
+  if (result.created > 0) ops.push(files.nextFidOp());
+  return result;
+}
+
+/** Records every file of a freshly protected directory, journaling nothing. */
+export async function baseline(backing: Backing, files: FileTable, skipAtRoot: ReadonlySet<string>): Promise<{ ops: Op[]; files: number; dirs: number; bytes: number }> {
+  const ops: Op[] = [];
+  const rootSt = await lstat(backing.abs(''), { bigint: true });
+  ops.push(files.put(ROOT_FID, recordFromStat(rootSt, [])));
+  const byIno = new Map<number, FileId>();
+  const recs = new Map<FileId, FileRecord>();
+  let nfiles = 0, dirs = 0, bytes = 0;
+  await walk(backing, skipAtRoot, ({ parent, name, st }) => {
+    const ino = Number(st.ino);
+    const known = byIno.get(ino);
+    if (known !== undefined) {
+      recs.get(known)!.names.push([parent, name]);
+      return known;
+    }
+    const fid = files.allocate();
+    byIno.set(ino, fid);
+    recs.set(fid, recordFromStat(st, [[parent, name]]));
+    if (st.isDirectory()) dirs++;
+    else { nfiles++; bytes += Number(st.size); }
+    return fid;
+  });
+  for (const [fid, rec] of recs) ops.push(files.put(fid, rec));
+  ops.push(files.nextFidOp());
+  return { ops, files: nfiles, dirs, bytes };
+}
