@@ -1,0 +1,39 @@
+// Finding the volume a path belongs to, and whether a daemon is serving it.
+import { existsSync } from 'node:fs';
+import path from 'node:path';
+import { ReplfsError } from '../errors/index.js';
+import { STATE_DIR } from '../volume/index.js';
+import { findRecord, type DaemonRecord } from '../control/registry.js';
+import { mountState, STALE_HINT } from '../fuse/mountpoint.js';
+
+export type Target =
+  | { kind: 'daemon'; record: DaemonRecord }
+  | { kind: 'direct'; root: string };
+
+/** The nearest directory at or above `p` that holds a .replfs/ state directory. */
+export function findVolumeRoot(p: string): string | undefined {
+  for (let dir = p; ; dir = path.dirname(dir)) {
+    if (existsSync(path.join(dir, STATE_DIR, 'config.json'))) return dir;
+    if (dir === '/') return undefined;
+  }
+}
+
+export async function locate(p: string): Promise<Target> {
+  const abs = path.resolve(p);
+  const rec = await findRecord(abs);
+  if (rec?.alive) return { kind: 'daemon', record: rec };
+  if (rec && (await mountState(rec.mountpoint)) === 'stale') {
+    throw new ReplfsError('busy', `${rec.mountpoint} is a stale mount: its daemon (pid ${rec.pid}) is gone`,
+      `remount with: replfs mount ${rec.root}${rec.inPlace ? '' : ' ' + rec.mountpoint}   or ${STALE_HINT(rec.mountpoint)}`);
+  }
+  for (let dir = abs; ; dir = path.dirname(dir)) {
+    if ((await mountState(dir)) === 'stale') {
+      throw new ReplfsError('busy', `${dir} is a stale replfs mount (its daemon was killed)`, STALE_HINT(dir));
+    }
+    if (dir === '/') break;
+  }
+  if (!existsSync(abs)) throw new ReplfsError('notFound', `${abs} does not exist`);
+  const root = findVolumeRoot(abs);
+  if (!root) throw new ReplfsError('notFound', `${abs} is not inside a protected directory`, 'make one with: replfs init <dir>');
+  return { kind: 'direct', root };
+}

@@ -1,0 +1,22 @@
+// The control protocol between the CLI and a mount daemon: one JSON object per line
+// over a Unix socket, request then response. Documented in docs/architecture.md.
+
+export interface ControlRequest {
+  id: number;
+  cmd: string;
+  args?: Record<string, unknown>;
+}
+
+export interface ControlErrorBody {
+  /** An exit-code name from errors/ExitCode. */
+  exit: string;
+  message: string;
+  hint?: string;
+}
+
+export type ControlResponse =
+  | { id: number; ok: true; result: unknown }
+  | { id: number; ok: false; error: ControlErrorBody };
+
+/** Requests larger than this are refused; the protocol carries small commands only. */
+export const MAX_LINE = 1024 * 1024;

@@ -1,0 +1,292 @@
+// The FUSE adapter: fuse-native callbacks in, Volume calls out. Every handler goes
+// through `reply`, which always answers the kernel with a number (anything else hangs the
+// caller forever) and is the one place where errors become errnos.
+//
+// fuse-native is used with a patch (src/native/setup.mjs): exact nanosecond times in
+// stat arrays and utimens, UTIME_NOW/UTIME_OMIT passed through, open flags for create,
+// and the caller's uid, gid and pid appended to every operation's arguments.
+import Fuse from 'fuse-native';
+import { constants } from 'node:os';
+import type { Attr, Caller, DirEntry, StatFs, TimeSpec, Volume } from '../volume/index.js';
+
+type Signal = (result: number, ...values: unknown[]) => void;
+
+const errnos = constants.errno as Record<string, number>;
+const EIO = -errnos.EIO!;
+const ERANGE = -errnos.ERANGE!;
+
+/** The one errno translation: a known code becomes its errno; anything else is EIO, logged. */
+export function toErrno(err: unknown): number {
+  const code = err && typeof err === 'object' && 'code' in err ? (err as { code: unknown }).code : undefined;
+  if (typeof code === 'string' && code in errnos) return -errnos[code]!;
+  console.error(`replfs: internal error answered as EIO: ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+  return EIO;
+}
+
+/** Stat layout shared with the patched C side: 18 uint32, times as (seconds, nanoseconds). */
+export function encodeStat(a: Attr): Uint32Array {
+  const ints = new Uint32Array(18);
+  ints[0] = a.mode;
+  ints[1] = a.uid;
+  ints[2] = a.gid;
+  ints[3] = a.size % 0x100000000;
+  ints[4] = Math.floor(a.size / 0x100000000);
+  ints[5] = a.dev;
+  ints[6] = a.nlink;
+  ints[7] = a.ino;
+  ints[8] = a.rdev;
+  ints[9] = a.blksize;
+  ints[10] = a.blocks % 0x100000000;
+  ints[11] = Math.floor(a.blocks / 0x100000000);
+  putTime(ints, 12, a.atime);
+  putTime(ints, 14, a.mtime);
+  putTime(ints, 16, a.ctime);
+  return ints;
+}
+
+function putTime(ints: Uint32Array, at: number, t: TimeSpec): void {
+  // Seconds travel as unsigned 32 bits: times before 1970 are shown as 1970.
+  ints[at] = Math.max(0, Math.min(t.sec, 0xffffffff));
+  ints[at + 1] = t.sec < 0 ? 0 : t.nsec;
+}
+
+function encodeDirEntry(e: DirEntry): Uint32Array {
+  const ints = new Uint32Array(18);
+  ints[0] = e.type << 12;
+  ints[6] = 1;
+  ints[7] = e.ino;
+  return ints;
+}
+
+/** statvfs fields are 32-bit on this path: scale block counts through the block size. */
+export function encodeStatfs(s: StatFs): Uint32Array {
+  let { bsize, frsize, blocks, bfree, bavail } = s;
+  while (blocks > 0xffffffff) {
+    bsize *= 2; frsize *= 2;
+    blocks = Math.floor(blocks / 2); bfree = Math.floor(bfree / 2); bavail = Math.floor(bavail / 2);
+  }
+  const clamp = (n: number) => Math.min(n, 0xffffffff);
+  return Uint32Array.from([bsize, frsize, blocks, bfree, bavail, clamp(s.files), clamp(s.ffree), clamp(s.favail), 0, 0, s.namemax]);
+}
+
+const EMPTY_STAT = new Uint32Array(18);
+const EMPTY_STATFS = new Uint32Array(11);
+
+const timeOf = (sec: number, nsec: number): TimeSpec => ({ sec, nsec });
+
+export interface MountOptions {
+  /** Mounting over the protected directory itself (needs libfuse's `nonempty`). */
+  inPlace: boolean;
+  /** Extra `-o` options, already validated. */
+  extra: string[];
+  /** Cache times in seconds. Attribute caching stays off by default: see docs/architecture.md. */
+  attrTimeout: number;
+  entryTimeout: number;
+  debug?: boolean;
+}
+
+export class VolumeFuse extends Fuse {
+  constructor(mountpoint: string, private readonly volume: Volume, private readonly mountOptions: MountOptions) {
+    // Every operation is listed so fuse-native registers it; the _op_ overrides below serve them.
+    super(mountpoint, Object.fromEntries(OPERATIONS.map((name) => [name, unused])), { timeout: false });
+  }
+
+  override _fuseOptions(): string {
+    const o = this.mountOptions;
+    const opts = [
+      'fsname=replfs', 'subtype=replfs', 'use_ino', 'hard_remove', 'big_writes', 'max_write=131072',
+      `entry_timeout=${o.entryTimeout}`, `negative_timeout=${o.entryTimeout}`, `attr_timeout=${o.attrTimeout}`,
+      'default_permissions',
+    ];
+    if (process.getuid?.() === 0) opts.push('allow_other');
+    if (o.inPlace) opts.push('nonempty');
+    if (o.debug) opts.push('debug');
+    opts.push(...o.extra);
+    return '-o' + opts.join(',');
+  }
+
+  /**
+   * Answers with a result number (bytes, a size, or 0) and the values the C side reads
+   * whatever the outcome: for read, write and xattrs that includes the buffer it
+   * detaches, so those must be passed on failure too.
+   */
+  private reply(signal: Signal, work: Promise<number>, always: unknown[] = []): void {
+    work.then(
+      (res) => signal(res, ...always),
+      (err) => signal(toErrno(err), ...always),
+    );
+  }
+
+  /** Answers 0 and encoded values, or an errno and placeholder values of the same shape. */
+  private answer<T>(signal: Signal, work: Promise<T>, encode: (v: T) => unknown[], placeholder: unknown[]): void {
+    work.then(
+      (v) => signal(0, ...encode(v)),
+      (err) => signal(toErrno(err), ...placeholder),
+    );
+  }
+
+  private done(signal: Signal, work: Promise<unknown>): void {
+    this.reply(signal, work.then(() => 0));
+  }
+
+  _op_getattr(signal: Signal, path: string): void {
+    this.answer(signal, this.volume.getattr(path), (a) => [encodeStat(a)], [EMPTY_STAT]);
+  }
+
+  _op_fgetattr(signal: Signal, path: string, fd: number): void {
+    this.answer(signal, this.volume.fgetattr(path, fd), (a) => [encodeStat(a)], [EMPTY_STAT]);
+  }
+
+  _op_access(signal: Signal, path: string): void {
+    this.done(signal, this.volume.access(path));
+  }
+
+  _op_statfs(signal: Signal, path: string): void {
+    this.answer(signal, this.volume.statfs(path), (s) => [encodeStatfs(s)], [EMPTY_STATFS]);
+  }
+
+  _op_readdir(signal: Signal, path: string): void {
+    this.answer(signal, Promise.all([this.volume.readdir(path), this.volume.getattr(path)]), ([entries, self]) => {
+      const dot = encodeStat(self);
+      const names = ['.', '..'];
+      const stats = [dot, dot];
+      for (const e of entries) { names.push(e.name); stats.push(encodeDirEntry(e)); }
+      return [names, stats];
+    }, [[], []]);
+  }
+
+  _op_opendir(signal: Signal): void {
+    signal(0, 0);
+  }
+
+  _op_releasedir(signal: Signal): void {
+    signal(0);
+  }
+
+  _op_fsyncdir(signal: Signal, path: string): void {
+    this.done(signal, this.volume.fsyncdir(path));
+  }
+
+  _op_readlink(signal: Signal, path: string): void {
+    this.answer(signal, this.volume.readlink(path), (target) => [target], ['']);
+  }
+
+  _op_open(signal: Signal, path: string, flags: number): void {
+    this.answer(signal, this.volume.open(path, flags), (fd) => [fd], [0]);
+  }
+
+  _op_create(signal: Signal, path: string, mode: number, flags: number, uid: number, gid: number, pid: number): void {
+    this.answer(signal, this.volume.create(path, mode, flags, caller(uid, gid, pid)), (fd) => [fd], [0]);
+  }
+
+  _op_read(signal: Signal, _path: string, fd: number, buf: Buffer, len: number, offLow: number, offHigh: number): void {
+    this.reply(signal, this.volume.read(fd, buf, len, offLow + offHigh * 0x100000000), [0, buf.buffer]);
+  }
+
+  _op_write(signal: Signal, _path: string, fd: number, buf: Buffer, len: number, offLow: number, offHigh: number): void {
+    this.reply(signal, this.volume.write(fd, buf, len, offLow + offHigh * 0x100000000), [0, buf.buffer]);
+  }
+
+  _op_flush(signal: Signal): void {
+    signal(0);
+  }
+
+  _op_release(signal: Signal, _path: string, fd: number): void {
+    this.done(signal, this.volume.release(fd));
+  }
+
+  _op_fsync(signal: Signal, _path: string, datasync: number, fd: number): void {
+    this.done(signal, this.volume.fsync(fd, datasync !== 0));
+  }
+
+  _op_truncate(signal: Signal, path: string, sizeLow: number, sizeHigh: number): void {
+    this.done(signal, this.volume.truncate(path, sizeLow + sizeHigh * 0x100000000));
+  }
+
+  _op_ftruncate(signal: Signal, path: string, fd: number, sizeLow: number, sizeHigh: number): void {
+    this.done(signal, this.volume.ftruncate(path, fd, sizeLow + sizeHigh * 0x100000000));
+  }
+
+  _op_utimens(signal: Signal, path: string, aSec: number, aNsec: number, mSec: number, mNsec: number): void {
+    this.done(signal, this.volume.utimens(path, timeOf(aSec, aNsec), timeOf(mSec, mNsec)));
+  }
+
+  _op_chmod(signal: Signal, path: string, mode: number): void {
+    this.done(signal, this.volume.chmod(path, mode));
+  }
+
+  _op_chown(signal: Signal, path: string, uid: number, gid: number): void {
+    this.done(signal, this.volume.chown(path, uid, gid));
+  }
+
+  _op_mknod(signal: Signal, path: string, mode: number, dev: number, uid: number, gid: number, pid: number): void {
+    this.done(signal, this.volume.mknod(path, mode, dev, caller(uid, gid, pid)));
+  }
+
+  _op_mkdir(signal: Signal, path: string, mode: number, uid: number, gid: number, pid: number): void {
+    this.done(signal, this.volume.mkdir(path, mode, caller(uid, gid, pid)));
+  }
+
+  _op_symlink(signal: Signal, target: string, path: string, uid: number, gid: number, pid: number): void {
+    this.done(signal, this.volume.symlink(target, path, caller(uid, gid, pid)));
+  }
+
+  _op_link(signal: Signal, src: string, dst: string): void {
+    this.done(signal, this.volume.link(src, dst));
+  }
+
+  _op_unlink(signal: Signal, path: string): void {
+    this.done(signal, this.volume.unlink(path));
+  }
+
+  _op_rmdir(signal: Signal, path: string): void {
+    this.done(signal, this.volume.rmdir(path));
+  }
+
+  _op_rename(signal: Signal, src: string, dst: string): void {
+    this.done(signal, this.volume.rename(src, dst));
+  }
+
+  _op_setxattr(signal: Signal, path: string, name: string, value: Buffer, _position: number, flags: number): void {
+    // Copied: the buffer is libfuse's and is detached when we answer.
+    this.reply(signal, this.volume.setxattr(path, name, Buffer.from(value), flags).then(() => 0), [value.buffer]);
+  }
+
+  _op_getxattr(signal: Signal, path: string, name: string, valueBuf: Buffer): void {
+    this.reply(signal, this.volume.getxattr(path, name).then((value) => {
+      if (valueBuf.length === 0) return value.length;
+      if (value.length > valueBuf.length) return ERANGE;
+      value.copy(valueBuf);
+      return value.length;
+    }), [valueBuf.buffer]);
+  }
+
+  _op_listxattr(signal: Signal, path: string, listBuf: Buffer): void {
+    this.reply(signal, this.volume.listxattr(path).then((names) => {
+      const packed = Buffer.concat(names.map((n) => Buffer.from(n + '\0')));
+      if (listBuf.length === 0) return packed.length;
+      if (packed.length > listBuf.length) return ERANGE;
+      packed.copy(listBuf);
+      return packed.length;
+    }), [listBuf.buffer]);
+  }
+
+  _op_removexattr(signal: Signal, path: string, name: string): void {
+    this.done(signal, this.volume.removexattr(path, name));
+  }
+}
+
+function caller(uid: number, gid: number, pid: number): Caller {
+  return { uid, gid, pid };
+}
+
+function unused(): void {
+  throw new Error('fuse-native called a default handler; VolumeFuse overrides all of them');
+}
+
+const OPERATIONS = [
+  'getattr', 'fgetattr', 'access', 'statfs', 'readdir', 'opendir', 'releasedir', 'fsyncdir', 'readlink',
+  'open', 'create', 'read', 'write', 'flush', 'release', 'fsync', 'truncate', 'ftruncate', 'utimens',
+  'chmod', 'chown', 'mknod', 'mkdir', 'symlink', 'link', 'unlink', 'rmdir', 'rename',
+  'setxattr', 'getxattr', 'listxattr', 'removexattr',
+];
