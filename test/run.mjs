@@ -7,12 +7,14 @@ import os from 'node:os';
 import path from 'node:path';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
-const resultsDir = path.join(root, 'test-results');
+// Per run, so that two runs at once (a developer and an editor plugin, say) do not mix.
+const resultsDir = path.join(root, 'test-results', `run-${process.pid}`);
+const testTmp = path.join(os.tmpdir(), 'replfs-test', `run-${process.pid}`);
 fs.rmSync(resultsDir, { recursive: true, force: true });
 fs.mkdirSync(resultsDir, { recursive: true });
 
 const ava = spawnSync(process.execPath, [path.join(root, 'node_modules/ava/entrypoints/cli.mjs'), ...process.argv.slice(2)], {
-  cwd: root, stdio: 'inherit', env: { ...process.env, REPLFS_TEST_RESULTS: resultsDir },
+  cwd: root, stdio: 'inherit', env: { ...process.env, REPLFS_TEST_RESULTS: resultsDir, REPLFS_TEST_TMP: testTmp },
 });
 
 const outcome = new Map();
@@ -35,7 +37,6 @@ for (const [key, state] of outcome) {
 }
 for (const m of missing) console.log(`no result (crashed or timed out): ${m}`);
 
-const testTmp = path.join(os.tmpdir(), 'replfs-test');
 const leftover = fs.readFileSync('/proc/self/mountinfo', 'utf8').split('\n')
   .map((l) => l.split(' ')[4] ?? '').filter((p) => p.startsWith(testTmp + '/'));
 if (leftover.length > 0) {
@@ -46,5 +47,7 @@ if (ava.status !== 0 && failed === 0) {
   console.log(`ava exited with ${ava.status ?? ava.signal} although every recorded test passed`);
   failed++;
 }
+fs.rmSync(testTmp, { recursive: true, force: true });
+fs.writeFileSync(path.join(root, 'test-results', 'summary.txt'), `${passed} passed, ${failed} failed\n`);
 console.log(`${passed} passed, ${failed} failed`);
 process.exit(failed > 0 ? 1 : 0);

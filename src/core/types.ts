@@ -55,8 +55,12 @@ export interface JournalFile {
   /** Every current name when the file has hard links. */
   paths: string[];
   kinds: ChangeKindName[];
-  /** Coalesced dirty byte ranges, block aligned and clipped to the current size. */
+  /**
+   * Coalesced dirty byte ranges, block aligned and clipped to the current size. The whole
+   * file for a file created since the journal began.
+   */
   extents: Extent[];
+  /** Bytes a reader must look at: the extents, or the whole size when `unknown` is set. */
   dirtyBytes: number;
   size: number;
   /** Set when the whole file must be compared because the journal cannot vouch for it. */

@@ -235,7 +235,9 @@ export class Journal {
       unknown: st.header.u ?? null,
       minSize: st.header.min ?? null,
       extents: (size: number) => {
-        if (st.header.k & ChangeKind.created || st.header.u) return size > 0 ? [{ offset: 0, length: size }] : [];
+        // A file born in this epoch is new throughout. An unknown file keeps the extents the
+        // journal knows; `unknown` tells readers to compare the rest too.
+        if (st.header.k & ChangeKind.created) return size > 0 ? [{ offset: 0, length: size }] : [];
         return extentsFromRegions([...st.regions].map(([r, rs]) => [r, rs.bits]), blocksPerRegion, blockSize, size);
       },
     };

@@ -726,7 +726,7 @@ export class Volume {
         paths: gone ? [] : paths,
         kinds,
         extents,
-        dirtyBytes: totalLength(extents),
+        dirtyBytes: js.unknown && !gone ? size : totalLength(extents),
         size: gone ? 0 : size,
         unknown: js.unknown,
       });

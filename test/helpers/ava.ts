@@ -11,7 +11,7 @@ import path from 'node:path';
 const resultsDir = process.env.REPLFS_TEST_RESULTS ?? path.resolve('test-results');
 mkdirSync(resultsDir, { recursive: true });
 const resultsFile = path.join(resultsDir, `results-${process.pid}.jsonl`);
-const testFile = path.relative(process.cwd(), process.argv[1] ?? 'unknown');
+const testFile = path.relative(process.cwd(), anyTest.meta.file.replace(/^file:\/\//, ''));
 
 function record(event: 'declared' | 'passed' | 'failed', title: string): void {
   appendFileSync(resultsFile, JSON.stringify({ file: testFile, title, event }) + '\n');

@@ -11,8 +11,8 @@ import type { ExecutionContext } from 'ava';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 export const BIN = path.join(ROOT, 'src/cli/replfs.mjs');
-/** Every test directory lives under here, so leftover mounts are easy to find. */
-export const TEST_TMP = path.join(os.tmpdir(), 'replfs-test');
+/** Every test directory lives under here, so leftover mounts are easy to find (one per run). */
+export const TEST_TMP = process.env.REPLFS_TEST_TMP ?? path.join(os.tmpdir(), 'replfs-test', 'adhoc');
 
 export interface Scratch {
   dir: string;
