@@ -94,7 +94,10 @@ export class VolumeFuse extends Fuse {
   override _fuseOptions(): string {
     const o = this.mountOptions;
     const opts = [
-      'fsname=replfs', 'subtype=replfs', 'use_ino', 'hard_remove', 'big_writes', 'max_write=131072',
+      // No hard_remove: with it, fstat() of a file unlinked while open fails (the kernel asks
+      // by inode, libfuse has no path left), and SQLite among others relies on it. libfuse
+      // instead renames such a file to .fuse_hidden* and removes it on the last close.
+      'fsname=replfs', 'subtype=replfs', 'use_ino', 'big_writes', 'max_write=131072',
       `entry_timeout=${o.entryTimeout}`, `negative_timeout=${o.entryTimeout}`, `attr_timeout=${o.attrTimeout}`,
       'default_permissions',
     ];

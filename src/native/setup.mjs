@@ -25,7 +25,9 @@ import { fileURLToPath } from 'node:url';
 const PREFIX = 'replfs setup: ';
 const RUNTIME_MISSING_MESSAGE =
   'replfs needs the FUSE 2 runtime. Install it with: sudo apt-get install -y fuse libfuse2';
-const PATCH_MARKER = '/* replfs-patch v1 */';
+const PATCH_MARKER = '/* replfs-patch v2 */';
+// Any version of the marker: a file carrying one is patched, never pristine.
+const ANY_PATCH_MARKER = '/* replfs-patch v';
 
 const CHECK = process.argv.includes('--check');
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -292,19 +294,28 @@ const FUSE_NATIVE_PATCHES = [
   [
     'flag_utime_omit_ok',
     '  struct fuse_operations ops = { };\n',
-    '  struct fuse_operations ops = { };\n' + '  ops.flag_utime_omit_ok = 1;\n',
+    // nullpath_ok: with hard_remove, I/O on a file unlinked while open arrives without a
+    // path; replfs serves it through the file handle.
+    '  struct fuse_operations ops = { };\n' + '  ops.flag_utime_omit_ok = 1;\n' + '  ops.flag_nullpath_ok = 1;\n',
   ],
 ];
 
+// Applied to every occurrence: a NULL path (see flag_nullpath_ok) becomes "" for JS.
+const NULL_PATH_FROM = 'napi_create_string_utf8(env, l->path, NAPI_AUTO_LENGTH';
+const NULL_PATH_TO = 'napi_create_string_utf8(env, l->path ? l->path : "", NAPI_AUTO_LENGTH';
+
 function patchFuseNative(pristine) {
-  if (pristine.includes(PATCH_MARKER)) {
+  if (pristine.includes(ANY_PATCH_MARKER)) {
     throw new SetupError('fuse-native.c.orig already contains the replfs patch marker; reinstall fuse-native (rm -rf node_modules/fuse-native && npm ci)');
   }
   let text = pristine;
   for (const [label, anchor, replacement] of FUSE_NATIVE_PATCHES) {
     text = replaceOnce(text, anchor, replacement, label);
   }
-  return text;
+  if (!text.includes(NULL_PATH_FROM)) {
+    throw new SetupError('fuse-native patch: no path argument conversions found in fuse-native.c (unexpected fuse-native version?)');
+  }
+  return text.split(NULL_PATH_FROM).join(NULL_PATH_TO);
 }
 
 // Fallback when the bundled libfuse.so would not resolve to the system libfuse.so.2:
@@ -427,7 +438,7 @@ function ensureFuseNative(runtimeOk) {
 
   const current = readIfExists(p.source);
   if (current === null) throw new SetupError(`missing ${p.source}`);
-  if (!current.includes(PATCH_MARKER)) {
+  if (!current.includes(ANY_PATCH_MARKER)) {
     // An unmarked fuse-native.c is pristine (first run, or fuse-native was reinstalled).
     fs.writeFileSync(p.pristine, current);
   } else if (!fs.existsSync(p.pristine)) {

@@ -27,6 +27,8 @@ export class Backing {
  */
 export function relPath(fusePath: string): string {
   if (fusePath === '/') return '';
+  // An empty path is what an unlinked file's handle-less operations get: nothing by name.
+  if (fusePath === '') throw new FsError('ENOENT');
   if (!fusePath.startsWith('/')) throw new FsError('EINVAL', `relative path from kernel: ${fusePath}`);
   const rel = fusePath.slice(1);
   for (const part of rel.split('/')) {

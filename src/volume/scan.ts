@@ -1,7 +1,7 @@
 // Walking the protected directory. `init` uses the walk to record a baseline; every
 // mount uses it to find what changed while replfs was not watching (edits made while
 // unmounted, or lost with power): size, mtime and ctime against the recorded values.
-import { lstat } from 'node:fs/promises';
+import { lstat, unlink } from 'node:fs/promises';
 import type { BigIntStats } from 'node:fs';
 import { ChangeKind, ROOT_FID, type FileId, type FileType } from '../core/types.js';
 import { ReplfsError } from '../errors/index.js';
@@ -14,6 +14,8 @@ import type { Op } from './store.js';
 import { readdirIno } from './sys.js';
 
 const LSTAT_CONCURRENCY = 32;
+/** What libfuse renames a file to when it is unlinked while still open. */
+const FUSE_HIDDEN = /^\.fuse_hidden[0-9a-f]{16}$/;
 
 export function fileTypeOf(mode: number): FileType {
   switch (mode & 0o170000) {
@@ -115,8 +117,13 @@ export async function reconcile(
   const byIno = new Map<number, FileId>();
   for (const [fid, rec] of recorded) if (!rec.gone && fid !== ROOT_FID) byIno.set(rec.ino, fid);
   const seen = new Map<FileId, { st: BigIntStats; names: NameRef[] }>();
+  const leftovers: string[] = [];
 
-  await walk(backing, new Set([STATE_DIR]), ({ parent, name, st }) => {
+  await walk(backing, new Set([STATE_DIR]), ({ rel, parent, name, st }) => {
+    if (FUSE_HIDDEN.test(name) && !st.isDirectory()) {
+      leftovers.push(rel);
+      return undefined;
+    }
     const ino = Number(st.ino);
     let fid = byIno.get(ino);
     const rec = fid === undefined ? undefined : recorded.get(fid);
@@ -133,6 +140,10 @@ export async function reconcile(
     else seen.set(fid, { st, names: [[parent, name]] });
     return fid;
   });
+
+  // Files unlinked while open that a killed daemon never got to remove; nobody can have
+  // them open now, so they go the way their last close would have sent them.
+  for (const rel of leftovers) await unlink(backing.abs(rel)).catch(() => undefined);
 
   const rootRec = recorded.get(ROOT_FID);
   const rootNow = recordFromStat(await lstat(backing.abs(''), { bigint: true }), []);

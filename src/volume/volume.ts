@@ -162,6 +162,7 @@ export class Volume {
       await store.write([putJson(Sublevel.files, fileKey(ROOT_FID), recordFromStat(await fsp.lstat(root, { bigint: true }), []))], true);
       await store.close();
       store = undefined;
+      await outlastTimestampTick();
       return { root, volumeId: config.volumeId, blockSize, files: base.files, dirs: base.dirs, bytes: base.bytes };
     } catch (err) {
       if (store) await store.close().catch(() => undefined);
@@ -237,6 +238,7 @@ export class Volume {
     for (const h of this.handles.values()) fs.close(h.fd, () => undefined);
     this.handles.clear();
     if (this.ownsRootFd) fs.closeSync(this.backing.rootFd);
+    if (this.writable) await outlastTimestampTick();
   }
 
   get openHandles(): number {
@@ -835,6 +837,15 @@ async function writeChunked(store: Store, ops: Op[], sync: boolean): Promise<voi
   const CHUNK = 10_000;
   for (let i = 0; i < ops.length; i += CHUNK) await store.write(ops.slice(i, i + CHUNK), sync && i + CHUNK >= ops.length);
   if (ops.length === 0 && sync) await store.write([], true);
+}
+
+/**
+ * File times come from the kernel's coarse clock (a few ms per tick). A change made in the
+ * same tick as the stat we recorded would keep the recorded ctime and go unnoticed by the
+ * next mount's scan, so we return only once that tick is over (the "racy timestamp" guard).
+ */
+function outlastTimestampTick(): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, 20));
 }
 
 function openFd(p: string, flags: number, mode?: number): Promise<number> {

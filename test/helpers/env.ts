@@ -25,6 +25,9 @@ export interface Scratch {
 export function scratch(t: ExecutionContext): Scratch {
   fs.mkdirSync(TEST_TMP, { recursive: true });
   const dir = fs.mkdtempSync(path.join(TEST_TMP, 't-'));
+  // Reachable by other users, for the tests that act as one.
+  fs.chmodSync(dir, 0o755);
+  fs.chmodSync(TEST_TMP, 0o755);
   const runtime = path.join(dir, '.run');
   fs.mkdirSync(runtime);
   const env = { ...process.env, REPLFS_RUNTIME_DIR: runtime };
@@ -148,7 +151,7 @@ export async function describeTree(root: string, opts: { xattrs?: boolean; inode
         mode: Number(st.mode), uid: Number(st.uid), gid: Number(st.gid), size: st.isDirectory() ? 0 : Number(st.size), nlink: Number(st.nlink),
         ino: opts.inodes === false ? '' : st.ino.toString(), mtimeNs: st.isDirectory() ? '' : st.mtimeNs.toString(),
       };
-      if (st.isFile()) e.content = createHash('sha256').update(await fsp.readFile(p)).digest('hex');
+      if (st.isFile()) e.content = await hashFile(p);
       if (st.isSymbolicLink()) e.target = await fsp.readlink(p);
       if (opts.xattrs && (st.isFile() || st.isDirectory())) {
         const r2 = await run('getfattr', ['-d', '--absolute-names', '-m', '^user\\.', p]);
@@ -160,6 +163,12 @@ export async function describeTree(root: string, opts: { xattrs?: boolean; inode
   };
   await walk('');
   return out;
+}
+
+export async function hashFile(p: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of fs.createReadStream(p, { highWaterMark: 1024 * 1024 })) h.update(chunk as Buffer);
+  return h.digest('hex');
 }
 
 /** Seeded pseudo-random numbers (mulberry32), so a failing run can be repeated. */
