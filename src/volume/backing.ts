@@ -38,11 +38,6 @@ export function relPath(fusePath: string): string {
   return rel;
 }
 
-/** True when a new entry would be named like the state directory at the root. */
-export function isReservedName(rel: string): boolean {
-  return rel === STATE_DIR;
-}
-
 export function parentOf(rel: string): string {
   const i = rel.lastIndexOf('/');
   return i < 0 ? '' : rel.slice(0, i);

@@ -494,7 +494,6 @@ export class Volume {
 
   async create(p: string, mode: number, flags: number, caller: Caller): Promise<number> {
     const rel = relPath(p);
-    if (rel === STATE_DIR) throw new FsError('EPERM', 'reserved name');
     const parent = await this.journalNewEntry(rel);
     let fd: number;
     try {
@@ -593,7 +592,6 @@ export class Volume {
 
   async mkdir(p: string, mode: number, caller: Caller): Promise<void> {
     const rel = relPath(p);
-    if (rel === STATE_DIR) throw new FsError('EPERM', 'reserved name');
     const parent = await this.journalNewEntry(rel);
     await fsp.mkdir(this.abs(rel), mode);
     await this.ownNew(this.abs(rel), caller, parentOf(rel), mode, true);
@@ -602,7 +600,6 @@ export class Volume {
 
   async symlink(target: string, p: string, caller: Caller): Promise<void> {
     const rel = relPath(p);
-    if (rel === STATE_DIR) throw new FsError('EPERM', 'reserved name');
     const parent = await this.journalNewEntry(rel);
     await fsp.symlink(target, this.abs(rel));
     await this.ownNew(this.abs(rel), caller, parentOf(rel), 0o777, false);
@@ -611,7 +608,6 @@ export class Volume {
 
   async mknod(p: string, mode: number, dev: number, caller: Caller): Promise<void> {
     const rel = relPath(p);
-    if (rel === STATE_DIR) throw new FsError('EPERM', 'reserved name');
     const parent = await this.journalNewEntry(rel);
     await sys.mknod(this.abs(rel), mode, dev);
     await this.ownNew(this.abs(rel), caller, parentOf(rel), mode, false);
@@ -621,7 +617,6 @@ export class Volume {
   async link(srcPath: string, dstPath: string): Promise<void> {
     const src = relPath(srcPath);
     const dst = relPath(dstPath);
-    if (dst === STATE_DIR) throw new FsError('EPERM', 'reserved name');
     if (!this.journaling) return fsp.link(this.abs(src), this.abs(dst));
     const [{ fid }, { fid: parent }] = await Promise.all([this.fileAt(src), this.fileAt(parentOf(dst))]);
     await this.commit([
@@ -662,7 +657,6 @@ export class Volume {
   async rename(srcPath: string, dstPath: string): Promise<void> {
     const src = relPath(srcPath);
     const dst = relPath(dstPath);
-    if (dst === STATE_DIR) throw new FsError('EPERM', 'reserved name');
     if (!this.journaling) return fsp.rename(this.abs(src), this.abs(dst));
     const [{ fid }, { fid: srcParent }, { fid: dstParent }, target] = await Promise.all([
       this.fileAt(src), this.fileAt(parentOf(src)), this.fileAt(parentOf(dst)),
