@@ -81,6 +81,8 @@ export interface FileRecord {
   size: number;
   mtime: string;
   ctime: string;
+  /** Birth time in nanoseconds, where the filesystem keeps one: tells a reused inode number apart. */
+  btime?: string;
   /** Set once the last name is gone; `names` then keeps the last known name. */
   gone?: true;
 }

@@ -30,7 +30,7 @@ export function fileTypeOf(mode: number): FileType {
 }
 
 export function recordFromStat(st: BigIntStats, names: NameRef[]): FileRecord {
-  return {
+  const rec: FileRecord = {
     t: TypeTag[fileTypeOf(Number(st.mode))],
     ino: Number(st.ino),
     names,
@@ -38,6 +38,17 @@ export function recordFromStat(st: BigIntStats, names: NameRef[]): FileRecord {
     mtime: st.mtimeNs.toString(),
     ctime: st.ctimeNs.toString(),
   };
+  if (st.birthtimeNs > 0n) rec.btime = st.birthtimeNs.toString();
+  return rec;
+}
+
+/**
+ * Whether a file found with a recorded inode number is that recorded file. Inode numbers
+ * are reused as soon as they are freed; a different type or birth time gives it away.
+ */
+export function sameFile(rec: FileRecord, st: BigIntStats): boolean {
+  if (rec.t !== TypeTag[fileTypeOf(Number(st.mode))]) return false;
+  return !(rec.btime && st.birthtimeNs > 0n && rec.btime !== st.birthtimeNs.toString());
 }
 
 export interface WalkEntry {
@@ -127,7 +138,7 @@ export async function reconcile(
     const ino = Number(st.ino);
     let fid = byIno.get(ino);
     const rec = fid === undefined ? undefined : recorded.get(fid);
-    if (fid !== undefined && rec && rec.t !== TypeTag[fileTypeOf(Number(st.mode))]) fid = undefined;
+    if (fid !== undefined && rec && !sameFile(rec, st)) fid = undefined;
     if (fid === undefined) {
       fid = files.allocate();
       byIno.set(ino, fid);
