@@ -53,14 +53,14 @@ export function parse(cmd: Command, argv: string[]): Parsed {
     parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
   } catch (err) {
     const msg = (err as Error).message.replace(/\. To specify a positional argument.*$/s, '');
-    throw new ReplfsError('usage', `${cmd.name}: ${msg}`, `see: replfs ${cmd.name} --help`);
+    throw new ReplfsError('usage', msg, `see: replfs ${cmd.name} --help`);
   }
   const { positionals } = parsed;
   if (positionals.length < cmd.positionals.min) {
-    throw new ReplfsError('usage', `${cmd.name}: missing argument (usage: replfs ${cmd.name} ${cmd.args})`, `see: replfs ${cmd.name} --help`);
+    throw new ReplfsError('usage', `missing argument (usage: replfs ${cmd.name} ${cmd.args})`, `see: replfs ${cmd.name} --help`);
   }
   if (positionals.length > cmd.positionals.max) {
-    throw new ReplfsError('usage', `${cmd.name}: unexpected argument ${JSON.stringify(positionals[cmd.positionals.max])}`, `see: replfs ${cmd.name} --help`);
+    throw new ReplfsError('usage', `unexpected argument ${JSON.stringify(positionals[cmd.positionals.max])}`, `see: replfs ${cmd.name} --help`);
   }
   return { values: parsed.values as Parsed['values'], positionals };
 }

@@ -1,5 +1,5 @@
 // Finding the volume a path belongs to, and whether a daemon is serving it.
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { ReplfsError } from '../errors/index.js';
 import { STATE_DIR } from '../volume/index.js';
@@ -10,11 +10,24 @@ export type Target =
   | { kind: 'daemon'; record: DaemonRecord }
   | { kind: 'direct'; root: string };
 
-/** The nearest directory at or above `p` that holds a .replfs/ state directory. */
+/**
+ * The nearest directory at or above `p` that holds a .replfs/ state directory. The
+ * directory itself is the mark, not its contents: a .replfs/ that lost its config.json
+ * is a damaged volume (exit 6 when opened), not "not a protected directory", which is
+ * also how `mount` and `init` see it.
+ */
 export function findVolumeRoot(p: string): string | undefined {
   for (let dir = p; ; dir = path.dirname(dir)) {
-    if (existsSync(path.join(dir, STATE_DIR, 'config.json'))) return dir;
+    if (isDirectory(path.join(dir, STATE_DIR))) return dir;
     if (dir === '/') return undefined;
+  }
+}
+
+function isDirectory(p: string): boolean {
+  try {
+    return statSync(p).isDirectory();
+  } catch {
+    return false;
   }
 }
 

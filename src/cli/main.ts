@@ -21,17 +21,39 @@ export function mainHelp(): string {
     'Commands:',
     ...COMMANDS.filter((c) => !c.hidden).map((c) => `  ${c.name.padEnd(width)}${c.summary}`),
     '',
-    'Run `replfs <command> --help` for a command\'s options. Exit codes are listed in docs/cli.md.',
-    '  --version  print the version',
+    'Options:',
+    '  -h, --help     show this help (`replfs <command> --help` shows a command\'s options)',
+    '  -V, --version  print the version',
+    '',
+    'Exit codes are listed in docs/cli.md.',
     '',
   ].join('\n');
 }
 
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
-  if (name === undefined || name === '--help' || name === '-h' || name === 'help') {
+  if (name === undefined) {
+    // A bare `replfs` is a usage error: the help goes to stderr, stdout stays empty.
+    process.stderr.write(`replfs: missing command\n\n${mainHelp()}`);
+    return ExitCode.usage;
+  }
+  if (name === '--help' || name === '-h') {
     process.stdout.write(mainHelp());
-    return name === undefined ? ExitCode.usage : 0;
+    return 0;
+  }
+  if (name === 'help') {
+    // `replfs help [<command>]`
+    if (rest.length === 0) {
+      process.stdout.write(mainHelp());
+      return 0;
+    }
+    const target = COMMANDS.find((c) => c.name === rest[0]);
+    if (!target || rest.length > 1) {
+      process.stderr.write(target ? `replfs help: unexpected argument ${JSON.stringify(rest[1])}\n` : `replfs help: unknown command ${JSON.stringify(rest[0])}\n\n${mainHelp()}`);
+      return ExitCode.usage;
+    }
+    process.stdout.write(helpText(target));
+    return 0;
   }
   if (name === '--version' || name === '-V') {
     console.log(VERSION);
@@ -39,7 +61,8 @@ export async function main(argv: string[]): Promise<number> {
   }
   const cmd = COMMANDS.find((c) => c.name === name);
   if (!cmd) {
-    process.stderr.write(`replfs: unknown command ${JSON.stringify(name)}\n\n${mainHelp()}`);
+    const what = name.startsWith('-') ? 'option' : 'command';
+    process.stderr.write(`replfs: unknown ${what} ${JSON.stringify(name)}\n\n${mainHelp()}`);
     return ExitCode.usage;
   }
   if (rest.includes('--help') || rest.includes('-h')) {

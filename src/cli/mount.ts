@@ -28,9 +28,9 @@ export function parseMountOptions(list: string[]): Pick<MountRequest, 'extra' | 
   for (const item of list.flatMap((s) => s.split(',')).filter(Boolean)) {
     const [name, value] = item.split('=', 2) as [string, string | undefined];
     const kind = USER_OPTIONS[name];
-    if (!kind) throw new ReplfsError('usage', `mount: unknown mount option ${JSON.stringify(name)}`, `known options: ${Object.keys(USER_OPTIONS).join(', ')}`);
-    if (kind === 'flag' && value !== undefined) throw new ReplfsError('usage', `mount: option ${name} takes no value`);
-    if (kind === 'number' && (value === undefined || !/^\d+(\.\d+)?$/.test(value))) throw new ReplfsError('usage', `mount: option ${name} needs a number, as in ${name}=1`);
+    if (!kind) throw new ReplfsError('usage', `unknown mount option ${JSON.stringify(name)}`, `known options: ${Object.keys(USER_OPTIONS).join(', ')}`);
+    if (kind === 'flag' && value !== undefined) throw new ReplfsError('usage', `mount option ${name} takes no value`);
+    if (kind === 'number' && (value === undefined || !/^\d+(\.\d+)?$/.test(value))) throw new ReplfsError('usage', `mount option ${name} needs a number, as in ${name}=1, got ${JSON.stringify(value ?? '')}`);
     if (name === 'attr_timeout') out.attrTimeout = Number(value);
     else if (name === 'entry_timeout') out.entryTimeout = Number(value);
     else if (name === 'debug') out.debug = true;

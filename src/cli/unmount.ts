@@ -22,7 +22,7 @@ export const unmount: Command = {
   async run({ values, positionals }) {
     const target = path.resolve(positionals[0]!);
     const timeoutS = values.timeout === undefined ? 60 : Number(values.timeout);
-    if (!Number.isFinite(timeoutS) || timeoutS <= 0) throw new ReplfsError('usage', `unmount: --timeout needs a positive number of seconds`);
+    if (!Number.isFinite(timeoutS) || timeoutS <= 0) throw new ReplfsError('usage', `--timeout ${JSON.stringify(values.timeout)} is not a positive number of seconds`);
     const rec = await findRecord(target);
     if (rec && (rec.mountpoint === target || rec.root === target)) {
       if (rec.alive) {

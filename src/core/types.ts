@@ -44,7 +44,7 @@ export function changeKindNames(mask: number): ChangeKindName[] {
 export type FileType = 'file' | 'dir' | 'symlink' | 'fifo' | 'socket' | 'chardev' | 'blockdev';
 
 /** Why a file's content must be compared whole rather than trusted from extents. */
-export type UnknownReason = 'offline-change' | 'created-offline' | 'crash-recovery';
+export type UnknownReason = 'offline-change' | 'created-offline';
 
 /** One file in the journal, as reported to users and to the replicator. */
 export interface JournalFile {

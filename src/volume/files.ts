@@ -16,7 +16,7 @@ export class FileTable {
   private readonly unwritten = new Map<FileId, number>();
   private readonly locks = new Map<FileId, Promise<void>>();
 
-  private constructor(private readonly store: Store, private nextFid: number) {}
+  private constructor(private readonly store: Store | null, private nextFid: number) {}
 
   /**
    * Loads the table. With `visit`, every record is also handed to the caller once (the
@@ -36,8 +36,9 @@ export class FileTable {
     return table;
   }
 
-  static empty(store: Store): FileTable {
-    return new FileTable(store, ROOT_FID + 1);
+  /** A table with no database behind it, for building a baseline before one exists. */
+  static detached(): FileTable {
+    return new FileTable(null, ROOT_FID + 1);
   }
 
   /** Live files, directories and symlinks (hard links count once). */
@@ -67,6 +68,7 @@ export class FileTable {
       this.cache.set(fid, cached);
       return cached;
     }
+    if (!this.store) return undefined;
     const rec = await this.store.getJson<FileRecord>(Sublevel.files, fileKey(fid));
     // A concurrent put may have landed in the cache while we read.
     const raced = this.cache.get(fid);

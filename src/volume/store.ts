@@ -2,7 +2,7 @@
 // as raw bytes. All writes go through one group-commit queue so that their order on disk
 // is the order they were issued in, and concurrent writers share one batch.
 import { Level } from 'level';
-import { realpath } from 'node:fs/promises';
+import { access, realpath } from 'node:fs/promises';
 import { ReplfsError } from '../errors/index.js';
 
 export type Sub = string;
@@ -34,7 +34,14 @@ export class Store {
    * Opens the database at `location`. A second open of the same database in one process
    * would release LevelDB's lock, so it is refused here before LevelDB sees it.
    */
-  static async open(location: string, opts: { create: boolean; strict?: boolean }): Promise<Store> {
+  static async open(location: string, opts: { create: boolean; strict?: boolean; displayPath?: string }): Promise<Store> {
+    const shown = opts.displayPath ?? location;
+    // LevelDB makes the directory (LOCK, LOG) even when it will not create a database:
+    // look first, so that opening a damaged volume changes nothing.
+    if (!opts.create && !(await exists(`${location}/CURRENT`))) {
+      throw new ReplfsError('damaged', `the volume database is missing (${shown})`,
+        'the state directory .replfs is incomplete; see docs/operations.md, "Repairing a damaged journal"');
+    }
     let guardKey = location;
     try { guardKey = await realpath(location); } catch { /* created below when allowed */ }
     if (openInThisProcess.has(guardKey)) {
@@ -46,7 +53,7 @@ export class Store {
     try {
       await db.open();
     } catch (err) {
-      throw translateOpenError(err, location);
+      throw translateOpenError(err, shown);
     }
     openInThisProcess.add(guardKey);
     return new Store(db, guardKey, opts.strict ?? false);
@@ -133,6 +140,10 @@ export class Store {
     openInThisProcess.delete(this.guardKey);
     await this.db.close();
   }
+}
+
+async function exists(p: string): Promise<boolean> {
+  try { await access(p); return true; } catch { return false; }
 }
 
 function translateOpenError(err: unknown, location: string): ReplfsError {

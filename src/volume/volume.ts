@@ -135,17 +135,23 @@ export class Volume {
       journal: { durability: opts.durability ?? 'default', flushIntervalMs: 1000 },
     };
     // Built under a temporary name and renamed into place, so a failed init leaves nothing.
+    const rootFd = fs.openSync(root, fsc.O_RDONLY | fsc.O_DIRECTORY);
+    const backing = new Backing(rootFd, root);
+    // The walk comes first: it refuses nested volumes and mount points before anything is made.
+    let base: Awaited<ReturnType<typeof baseline>>;
+    try {
+      base = await baseline(backing, FileTable.detached(), new Set([STATE_DIR]));
+    } catch (err) {
+      fs.closeSync(rootFd);
+      throw err;
+    }
     const tmpName = `${STATE_DIR}.init-${process.pid}`;
     const tmp = path.join(root, tmpName);
-    await fsp.mkdir(tmp, { mode: 0o700 });
     let store: Store | undefined;
-    const rootFd = fs.openSync(root, fsc.O_RDONLY | fsc.O_DIRECTORY);
     try {
+      await fsp.mkdir(tmp, { mode: 0o700 });
       await fsp.writeFile(path.join(tmp, CONFIG_FILE), JSON.stringify(config, null, 2) + '\n');
       store = await Store.open(path.join(tmp, DB_DIR), { create: true });
-      const files = FileTable.empty(store);
-      const backing = new Backing(rootFd, root);
-      const base = await baseline(backing, files, new Set([STATE_DIR, tmpName]));
       const now = new Date().toISOString();
       await writeChunked(store, [
         ...base.ops,
@@ -189,7 +195,9 @@ export class Volume {
     let store: Store | undefined;
     try {
       const config = await readConfig(backing, root);
-      store = await Store.open(`${backing.stateDir()}/${DB_DIR}`, { create: false, strict: config.journal.durability === 'strict' });
+      store = await Store.open(`${backing.stateDir()}/${DB_DIR}`, {
+        create: false, strict: config.journal.durability === 'strict', displayPath: path.join(root, STATE_DIR, DB_DIR),
+      });
       const format = await store.getJson<number>(Sublevel.meta, MetaKey.format);
       if (format === undefined) throw new ReplfsError('damaged', `${root}: the volume database has no format version`, 'the state directory .replfs is incomplete; see docs/operations.md');
       if (format !== FORMAT_VERSION) throw new ReplfsError('damaged', `${root}: on-disk format ${format} is not supported by this replfs (format ${FORMAT_VERSION})`);
@@ -776,7 +784,9 @@ async function readConfig(backing: Backing, root: string): Promise<VolumeConfig>
   try {
     text = await fsp.readFile(`${backing.stateDir()}/${CONFIG_FILE}`, 'utf8');
   } catch (err) {
-    throw new ReplfsError('damaged', `${root}: cannot read ${STATE_DIR}/${CONFIG_FILE}: ${messageOf(err)}`);
+    const why = hasCode(err, 'ENOENT') ? 'it is missing' : messageOf(err).split(backing.prefix).join(root);
+    throw new ReplfsError('damaged', `${root}: cannot read ${STATE_DIR}/${CONFIG_FILE}: ${why}`,
+      'see docs/operations.md, "Repairing a damaged journal"');
   }
   let config: VolumeConfig;
   try {

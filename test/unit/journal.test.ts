@@ -110,7 +110,7 @@ test('mark merges kinds, keeps the lowest size and the first unknown reason', as
   await store.write(journal.mark(2, ChangeKind.truncated, { minSize: 100 }));
   t.deepEqual(journal.mark(2, ChangeKind.truncated, { minSize: 500 }), [], 'nothing new to write');
   await store.write(journal.mark(2, ChangeKind.attributes, { minSize: 50, unknown: 'offline-change' }));
-  await store.write(journal.mark(2, 0, { unknown: 'crash-recovery' }));
+  await store.write(journal.mark(2, 0, { unknown: 'created-offline' }));
   const r = await reopen(dir, store);
   const st = r.journal.fileState(2)!;
   t.is(st.kinds, ChangeKind.truncated | ChangeKind.attributes);
