@@ -3,7 +3,8 @@
 // disappears underneath it.
 import fs from 'node:fs';
 import { ReplfsError, messageOf } from '../errors/index.js';
-import { Volume, STATE_DIR, CONTROL_SOCKET, type OpenReport } from '../volume/index.js';
+import { stat } from 'node:fs/promises';
+import { Volume, STATE_DIR, CONTROL_SOCKET, replyShimStats, configureReplyShim, type OpenReport } from '../volume/index.js';
 import { VolumeFuse, type MountOptions } from '../fuse/adapter.js';
 import { mountState, unmountPath } from '../fuse/mountpoint.js';
 import { ControlServer } from '../control/server.js';
@@ -63,8 +64,13 @@ export class Daemon {
         return { unmounted: opts.mountpoint };
       },
     });
-    const fuse = new VolumeFuse(opts.mountpoint, volume, { ...opts.mount, inPlace: this.inPlace });
-    await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(mountError(err, opts.mountpoint)) : resolve())));
+    await this.mountFuse(opts.mount);
+    if (opts.mount.attrTimeout > 0 && !(await this.attrShimActive())) {
+      // Without the shim, hard-link aliases would show stale attributes: cache nothing.
+      opts.log('attribute cache shim is not in effect; remounting with attr_timeout=0');
+      await unmountPath(opts.mountpoint, false);
+      await this.mountFuse({ ...opts.mount, attrTimeout: 0 });
+    }
     await register({
       pid: process.pid,
       root: opts.root,
@@ -85,6 +91,19 @@ export class Daemon {
       }, () => undefined);
     }, 2000);
     this.watch.unref();
+  }
+
+  private async mountFuse(mount: DaemonOptions['mount']): Promise<void> {
+    configureReplyShim(mount.attrTimeout);
+    const fuse = new VolumeFuse(this.opts.mountpoint, this.volume, { ...mount, inPlace: this.inPlace });
+    await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(mountError(err, this.opts.mountpoint)) : resolve())));
+  }
+
+  /** Whether libfuse's LOOKUP/GETATTR replies go through src/native/fuse_reply_shim.c. */
+  private async attrShimActive(): Promise<boolean> {
+    const before = replyShimStats().calls;
+    await stat(this.opts.mountpoint);
+    return replyShimStats().calls > before;
   }
 
   /**

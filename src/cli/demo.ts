@@ -3,7 +3,7 @@ import path from 'node:path';
 import { Volume, STATE_DIR } from '../volume/index.js';
 import { formatBytes } from '../policy/size.js';
 import { Daemon } from './daemon.js';
-import { prepareMount } from './mount.js';
+import { prepareMount, DEFAULT_ATTR_TIMEOUT, DEFAULT_ENTRY_TIMEOUT } from './mount.js';
 import { PACKAGE_ROOT } from './version.js';
 import type { Command } from './command.js';
 
@@ -40,7 +40,7 @@ export const demo: Command = {
     for (const n of notes) console.log(n);
     const daemon = await Daemon.start({
       root, mountpoint: root, log: (l) => console.log(`replfs: ${l}`),
-      mount: { extra: [], attrTimeout: 0, entryTimeout: 1 },
+      mount: { extra: [], attrTimeout: DEFAULT_ATTR_TIMEOUT, entryTimeout: DEFAULT_ENTRY_TIMEOUT },
     });
     daemon.installSignalHandlers();
     console.log(`

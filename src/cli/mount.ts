@@ -14,6 +14,13 @@ const USER_OPTIONS: Record<string, 'flag' | 'number'> = {
   attr_timeout: 'number', entry_timeout: 'number', max_readahead: 'number',
 };
 
+/**
+ * Seconds the kernel may cache names and attributes. Safe because every change goes
+ * through the mount; files with several hard links are never cached (fuse_reply_shim.c).
+ */
+export const DEFAULT_ATTR_TIMEOUT = 1;
+export const DEFAULT_ENTRY_TIMEOUT = 1;
+
 export interface MountRequest {
   root: string;
   mountpoint: string;
@@ -24,7 +31,7 @@ export interface MountRequest {
 }
 
 export function parseMountOptions(list: string[]): Pick<MountRequest, 'extra' | 'attrTimeout' | 'entryTimeout' | 'debug'> {
-  const out = { extra: [] as string[], attrTimeout: 0, entryTimeout: 1, debug: false };
+  const out = { extra: [] as string[], attrTimeout: DEFAULT_ATTR_TIMEOUT, entryTimeout: DEFAULT_ENTRY_TIMEOUT, debug: false };
   for (const item of list.flatMap((s) => s.split(',')).filter(Boolean)) {
     const [name, value] = item.split('=', 2) as [string, string | undefined];
     const kind = USER_OPTIONS[name];

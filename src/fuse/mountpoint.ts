@@ -2,7 +2,7 @@
 // whether the FUSE runtime is usable at all.
 import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { stat } from 'node:fs/promises';
+import { statfs } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { readMounts, REPLFS_FSTYPE } from '../volume/index.js';
 
@@ -13,7 +13,8 @@ export async function mountState(p: string): Promise<MountState> {
   const mounted = (await readMounts()).some((m) => m.mountpoint === p && m.fstype === REPLFS_FSTYPE);
   if (!mounted) return 'none';
   try {
-    await stat(p);
+    // statfs always reaches the daemon; stat may be answered from the kernel's cache.
+    await statfs(p);
     return 'live';
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'ENOTCONN' ? 'stale' : 'live';

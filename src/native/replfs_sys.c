@@ -656,6 +656,36 @@ static napi_value js_readdir_ino(napi_env env, napi_callback_info info) {
   return queue(env, r);
 }
 
+void fuse_reply_shim_stats(uint64_t *calls, uint64_t *uncached, uint64_t *invalidated);
+void fuse_reply_shim_configure(double attr_timeout_s);
+
+/* replyShimStats(): replies that went through fuse_reply_shim.c, how many were sent
+   uncached (files with several links), and how many cached nodes were invalidated. */
+static napi_value js_reply_shim_stats(napi_env env, napi_callback_info info) {
+  uint64_t calls = 0, uncached = 0, invalidated = 0;
+  fuse_reply_shim_stats(&calls, &uncached, &invalidated);
+  napi_value out, v;
+  napi_create_object(env, &out);
+  napi_create_double(env, (double) calls, &v);
+  napi_set_named_property(env, out, "calls", v);
+  napi_create_double(env, (double) uncached, &v);
+  napi_set_named_property(env, out, "uncached", v);
+  napi_create_double(env, (double) invalidated, &v);
+  napi_set_named_property(env, out, "invalidated", v);
+  return out;
+}
+
+/* configureReplyShim(attrTimeoutSeconds): how long the kernel may cache attributes. */
+static napi_value js_configure_reply_shim(napi_env env, napi_callback_info info) {
+  size_t argc = 1;
+  napi_value argv[1];
+  double seconds = 1;
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  if (argc >= 1) napi_get_value_double(env, argv[0], &seconds);
+  fuse_reply_shim_configure(seconds);
+  return NULL;
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "lgetxattr", NULL, js_lgetxattr, NULL, NULL, NULL, napi_enumerable, NULL },
@@ -666,6 +696,8 @@ static napi_value init(napi_env env, napi_value exports) {
     { "utimensat", NULL, js_utimensat, NULL, NULL, NULL, napi_enumerable, NULL },
     { "futimens", NULL, js_futimens, NULL, NULL, NULL, napi_enumerable, NULL },
     { "readdirIno", NULL, js_readdir_ino, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "replyShimStats", NULL, js_reply_shim_stats, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "configureReplyShim", NULL, js_configure_reply_shim, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
 

@@ -33,7 +33,7 @@ const CHECK = process.argv.includes('--check');
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
 const NATIVE_DIR = path.join(ROOT, 'src', 'native');
 const SYS_ADDON = path.join(NATIVE_DIR, 'build', 'Release', 'replfs_sys.node');
-const SYS_SOURCES = [path.join(NATIVE_DIR, 'replfs_sys.c'), path.join(NATIVE_DIR, 'binding.gyp')];
+const SYS_SOURCES = ['replfs_sys.c', 'fuse_reply_shim.c', 'binding.gyp'].map((f) => path.join(NATIVE_DIR, f));
 
 const log = (msg) => process.stdout.write(PREFIX + msg + '\n');
 const warn = (msg) => process.stderr.write(PREFIX + msg + '\n');

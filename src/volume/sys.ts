@@ -3,7 +3,7 @@
 // Every call runs its syscall on the libuv thread pool and returns a Promise. A failed
 // syscall rejects with a SysError shaped like Node's fs errors (code 'ENOENT',
 // errno -2, syscall, path).
-import { createRequire } from 'node:module';
+import { constants as osConstants } from 'node:os';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -39,6 +39,8 @@ interface NativeBinding {
     nofollow: boolean,
   ): Promise<void>;
   futimens(fd: number, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): Promise<void>;
+  replyShimStats(): ReplyShimStats;
+  configureReplyShim(attrTimeoutSeconds: number): void;
   readdirIno(path: string): Promise<DirEntries>;
   UTIME_NOW: number;
   UTIME_OMIT: number;
@@ -78,8 +80,11 @@ function loadBinding(): NativeBinding {
         'Build it with `npm run postinstall` (or `node src/native/setup.mjs`).',
     );
   }
-  const require = createRequire(import.meta.url);
-  const loaded: unknown = require(addonPath);
+  // RTLD_GLOBAL: the addon also carries fuse_reply_shim.c, whose definitions must come
+  // first in the global symbol scope, before fuse-native loads libfuse.
+  const holder = { exports: {} as unknown };
+  process.dlopen(holder, addonPath, osConstants.dlopen.RTLD_NOW! | osConstants.dlopen.RTLD_GLOBAL!);
+  const loaded: unknown = holder.exports;
   if (typeof loaded !== 'object' || loaded === null || typeof (loaded as { readdirIno?: unknown }).readdirIno !== 'function') {
     throw new Error(
       `replfs native addon at ${addonPath} is incomplete or stale. ` +
@@ -175,4 +180,23 @@ export function isSysError(err: unknown): err is SysError {
     typeof (err as Partial<SysError>).errno === 'number' &&
     typeof (err as Partial<SysError>).syscall === 'string'
   );
+}
+
+export interface ReplyShimStats {
+  /** LOOKUP/GETATTR/CREATE replies seen; stays 0 if libfuse does not route them here. */
+  calls: number;
+  /** Replies sent with no attribute caching (files with several hard links). */
+  uncached: number;
+  /** Cached nodes the kernel was told to drop (a file gained a second link). */
+  invalidated: number;
+}
+
+/** Counters of the attribute-cache shim (src/native/fuse_reply_shim.c). */
+export function replyShimStats(): ReplyShimStats {
+  return native.replyShimStats();
+}
+
+/** Tells the shim how long the kernel may cache attributes (the mount's attr_timeout). */
+export function configureReplyShim(attrTimeoutSeconds: number): void {
+  native.configureReplyShim(attrTimeoutSeconds);
 }

@@ -24,6 +24,7 @@ import { baseline, reconcile, recordFromStat, fileTypeOf, type ReconcileResult }
 import { totalLength } from './extents.js';
 import { readMounts, isUnder, REPLFS_FSTYPE } from './mounts.js';
 import * as sys from './sys.js';
+import { io } from './io.js';
 
 /** Who is asking, as the kernel reports it. */
 export interface Caller {
@@ -316,7 +317,7 @@ export class Volume {
   }
 
   private async statRel(rel: string): Promise<BigIntStats> {
-    return fsp.lstat(this.abs(rel), { bigint: true });
+    return io.lstat(this.abs(rel));
   }
 
   /** The id of the file at `rel`, adopting it if replfs has never seen it. */
@@ -362,40 +363,42 @@ export class Volume {
   }
 
   /** Gives a new file the caller's ownership (the daemon creates it as itself). */
-  private async ownNew(target: string | number, caller: Caller, parentRel: string, mode: number, isDir: boolean): Promise<void> {
-    let gid = caller.gid;
-    const parent = await fsp.stat(this.abs(parentRel));
-    if (parent.mode & S_ISGID) gid = parent.gid;
-    if (caller.uid === this.myUid && gid === this.myGid) return;
+  private async ownNew(target: string | number, caller: Caller, parent: Promise<{ st: BigIntStats }>, mode: number, isDir: boolean): Promise<void> {
+    // Made by the daemon's own user: the backing filesystem already did what the kernel would.
+    if (caller.uid === this.myUid && caller.gid === this.myGid) return;
+    const { st } = await parent;
+    const gid = Number(st.mode) & S_ISGID ? Number(st.gid) : caller.gid;
     if (typeof target === 'number') await fchown(target, caller.uid, gid);
     else await fsp.lchown(target, caller.uid, gid);
     // chown clears set-id bits on regular files; put back what the caller asked for.
     if (!isDir && (mode & (S_ISUID | S_ISGID)) && typeof target === 'number') await fchmod(target, mode & 0o7777);
   }
 
-  /** Journals a new name and returns the parent's id; awaited before the change is made. */
-  private async journalNewEntry(rel: string): Promise<FileId> {
-    if (!this.journaling) return ROOT_FID;
-    const { fid: parent } = await this.fileAt(parentOf(rel));
-    {
-      await this.commit([
-        ...this.journal.markEntry(parent, baseName(rel), ChangeKind.created),
-        ...this.journal.mark(parent, ChangeKind.entries),
-      ], [], true);
-    }
-    return parent;
+  /** The parent directory of `rel`, looked up while the caller gets on with its own work. */
+  private parentOf(rel: string): Promise<{ fid: FileId; st: BigIntStats }> {
+    const p = this.fileAt(parentOf(rel));
+    p.catch(() => undefined);
+    return p;
   }
 
-  /** Records a file that was just created at `rel`. */
-  private recordCreated(st: BigIntStats, parent: FileId, rel: string): FileId | null {
+  /**
+   * Records and journals a file just created at `rel`. Unlike other changes, creation is
+   * journaled after the fact and not waited for: the id comes from the new inode, and if
+   * the daemon dies before this write lands, the inode has no record, which the next
+   * mount's scan journals as created. Nothing is lost; the create costs no LevelDB wait.
+   */
+  private async recordCreated(st: BigIntStats, parent: Promise<{ fid: FileId }>, rel: string): Promise<FileId | null> {
     if (!this.journaling) return null;
+    const parentFid = (await parent).fid;
     const fid = this.files.allocate();
     this.commit([
-      this.files.put(fid, recordFromStat(st, [[parent, baseName(rel)]])),
+      this.files.put(fid, recordFromStat(st, [[parentFid, baseName(rel)]])),
       this.files.nextFidOp(),
       ...this.journal.mark(fid, ChangeKind.created),
+      ...this.journal.markEntry(parentFid, baseName(rel), ChangeKind.created),
+      ...this.journal.mark(parentFid, ChangeKind.entries),
     ], [fid], false);
-    this.touch(parent, parentOf(rel));
+    this.touch(parentFid, parentOf(rel));
     return fid;
   }
 
@@ -413,7 +416,7 @@ export class Volume {
 
   async fgetattr(p: string, fd: number): Promise<Attr> {
     if (!this.handles.has(fd)) return this.getattr(p);
-    return toAttr(await fstatBig(fd));
+    return toAttr(await io.fstat(fd));
   }
 
   async access(p: string): Promise<void> {
@@ -485,12 +488,12 @@ export class Volume {
   async open(p: string, flags: number): Promise<number> {
     const rel = relPath(p);
     if (flags & fsc.O_TRUNC && (flags & O_ACCMODE) !== fsc.O_RDONLY) await this.truncate(p, 0);
-    const fd = await openFd(this.abs(rel), (flags & ~STRIP_OPEN_FLAGS) | fsc.O_NOFOLLOW);
+    const fd = await io.open(this.abs(rel), (flags & ~STRIP_OPEN_FLAGS) | fsc.O_NOFOLLOW);
     const h: Handle = { fd, fid: null, rel, sync: (flags & SYNC_FLAGS) !== 0 };
     this.handles.set(fd, h);
     if ((flags & O_ACCMODE) !== fsc.O_RDONLY && this.journaling) {
       try {
-        h.fid = await this.fidForStat(await fstatBig(fd), rel);
+        h.fid = await this.fidForStat(await io.fstat(fd), rel);
       } catch (err) {
         this.handles.delete(fd);
         fs.close(fd, () => undefined);
@@ -502,19 +505,19 @@ export class Volume {
 
   async create(p: string, mode: number, flags: number, caller: Caller): Promise<number> {
     const rel = relPath(p);
-    const parent = await this.journalNewEntry(rel);
+    const parent = this.parentOf(rel);
     let fd: number;
     try {
-      fd = await openFd(this.abs(rel), (flags & ~STRIP_OPEN_FLAGS) | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, mode);
+      fd = await io.open(this.abs(rel), (flags & ~STRIP_OPEN_FLAGS) | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, mode);
     } catch (err) {
       // Someone created it first: behave like open(2) without O_EXCL, as the caller asked.
       if (hasCode(err, 'EEXIST') && !(flags & fsc.O_EXCL)) return this.open(p, flags & ~fsc.O_CREAT);
       throw err;
     }
     try {
-      await this.ownNew(fd, caller, parentOf(rel), mode, false);
-      const st = await fstatBig(fd);
-      const fid = this.recordCreated(st, parent, rel);
+      await this.ownNew(fd, caller, parent, mode, false);
+      const st = await io.fstat(fd);
+      const fid = await this.recordCreated(st, parent, rel);
       this.handles.set(fd, { fd, fid, rel, sync: (flags & SYNC_FLAGS) !== 0 });
       return fd;
     } catch (err) {
@@ -524,28 +527,24 @@ export class Volume {
   }
 
   read(fd: number, buf: Buffer, len: number, pos: number): Promise<number> {
-    return new Promise((resolve, reject) => {
-      fs.read(fd, buf, 0, len, pos, (err, n) => (err ? reject(err) : resolve(n)));
-    });
+    return io.read(fd, buf, len, pos);
   }
 
   async write(fd: number, buf: Buffer, len: number, pos: number): Promise<number> {
     const h = this.handle(fd);
     if (this.journaling) {
-      if (h.fid === null) h.fid = await this.fidForStat(await fstatBig(fd), h.rel);
+      if (h.fid === null) h.fid = await this.fidForStat(await io.fstat(fd), h.rel);
       const intent = this.journal.noteWrite(h.fid, pos, len);
       if (intent) await intent;
       this.touched.set(h.fid, h.rel);
       if (h.sync) await this.store.write(this.journal.flushOps(h.fid), true);
     }
-    return new Promise((resolve, reject) => {
-      fs.write(fd, buf, 0, len, pos, (err, n) => (err ? reject(err) : resolve(n)));
-    });
+    return io.write(fd, buf, len, pos);
   }
 
   async release(fd: number): Promise<void> {
     this.handles.delete(fd);
-    await new Promise<void>((resolve, reject) => fs.close(fd, (err) => (err ? reject(err) : resolve())));
+    await io.close(fd);
   }
 
   /** Makes the file's data and its journal entries durable together (journal first). */
@@ -559,7 +558,7 @@ export class Volume {
   }
 
   async fsyncdir(p: string): Promise<void> {
-    const fd = await openFd(this.abs(relPath(p)), fsc.O_RDONLY | fsc.O_DIRECTORY);
+    const fd = await io.open(this.abs(relPath(p)), fsc.O_RDONLY | fsc.O_DIRECTORY);
     try {
       if (this.journaling) await this.store.write([], true);
       await new Promise<void>((resolve, reject) => fs.fsync(fd, (err) => (err ? reject(err) : resolve())));
@@ -588,7 +587,7 @@ export class Volume {
     const h = this.handles.get(fd);
     if (!h) return this.truncate(p, size);
     if (this.journaling) {
-      const st = await fstatBig(fd);
+      const st = await io.fstat(fd);
       if (h.fid === null) h.fid = await this.fidForStat(st, h.rel);
       await this.journalTruncate(h.fid, Number(st.size), size);
       this.touch(h.fid, h.rel);
@@ -600,26 +599,26 @@ export class Volume {
 
   async mkdir(p: string, mode: number, caller: Caller): Promise<void> {
     const rel = relPath(p);
-    const parent = await this.journalNewEntry(rel);
+    const parent = this.parentOf(rel);
     await fsp.mkdir(this.abs(rel), mode);
-    await this.ownNew(this.abs(rel), caller, parentOf(rel), mode, true);
-    this.recordCreated(await this.statRel(rel), parent, rel);
+    await this.ownNew(this.abs(rel), caller, parent, mode, true);
+    await this.recordCreated(await this.statRel(rel), parent, rel);
   }
 
   async symlink(target: string, p: string, caller: Caller): Promise<void> {
     const rel = relPath(p);
-    const parent = await this.journalNewEntry(rel);
+    const parent = this.parentOf(rel);
     await fsp.symlink(target, this.abs(rel));
-    await this.ownNew(this.abs(rel), caller, parentOf(rel), 0o777, false);
-    this.recordCreated(await this.statRel(rel), parent, rel);
+    await this.ownNew(this.abs(rel), caller, parent, 0o777, false);
+    await this.recordCreated(await this.statRel(rel), parent, rel);
   }
 
   async mknod(p: string, mode: number, dev: number, caller: Caller): Promise<void> {
     const rel = relPath(p);
-    const parent = await this.journalNewEntry(rel);
+    const parent = this.parentOf(rel);
     await sys.mknod(this.abs(rel), mode, dev);
-    await this.ownNew(this.abs(rel), caller, parentOf(rel), mode, false);
-    this.recordCreated(await this.statRel(rel), parent, rel);
+    await this.ownNew(this.abs(rel), caller, parent, mode, false);
+    await this.recordCreated(await this.statRel(rel), parent, rel);
   }
 
   async link(srcPath: string, dstPath: string): Promise<void> {
@@ -850,14 +849,6 @@ async function writeChunked(store: Store, ops: Op[], sync: boolean): Promise<voi
  */
 function outlastTimestampTick(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 20));
-}
-
-function openFd(p: string, flags: number, mode?: number): Promise<number> {
-  return new Promise((resolve, reject) => fs.open(p, flags, mode, (err, fd) => (err ? reject(err) : resolve(fd))));
-}
-
-function fstatBig(fd: number): Promise<BigIntStats> {
-  return new Promise((resolve, reject) => fs.fstat(fd, { bigint: true }, (err, st) => (err ? reject(err) : resolve(st))));
 }
 
 function fchown(fd: number, uid: number, gid: number): Promise<void> {

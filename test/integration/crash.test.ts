@@ -241,7 +241,8 @@ async function killDaemon(pid: number): Promise<void> {
 
 async function isStale(dir: string): Promise<boolean> {
   try {
-    await fs.promises.stat(dir);
+    // statfs always goes to the daemon; stat can be answered from the attribute cache.
+    await fs.promises.statfs(dir);
     return false;
   } catch (err) {
     return (err as NodeJS.ErrnoException).code === 'ENOTCONN';

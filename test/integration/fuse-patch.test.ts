@@ -226,7 +226,7 @@ const TOUCH_NSEC = 123_456_789;
 test.before(async () => {
   const built = path.join(fuseNativeDir, 'build', 'Release', 'fuse.node');
   const source = fs.readFileSync(path.join(fuseNativeDir, 'fuse-native.c'), 'utf8');
-  if (!fs.existsSync(built) || !source.includes('/* replfs-patch v1 */')) {
+  if (!fs.existsSync(built) || !source.includes('/* replfs-patch v')) {
     throw new Error('fuse-native is not patched and rebuilt: run node src/native/setup.mjs');
   }
   fuse = new TestFs(
