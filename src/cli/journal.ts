@@ -1,18 +1,10 @@
-import { Volume, type JournalReport } from '../volume/index.js';
-import { call } from '../control/client.js';
+import type { JournalReport } from '../volume/index.js';
 import { formatBytes } from '../policy/size.js';
-import { locate } from './locate.js';
+import { ask } from './locate.js';
 import { printJson, type Command } from './command.js';
 
-export async function getJournal(p: string): Promise<JournalReport> {
-  const target = await locate(p);
-  if (target.kind === 'daemon') return call<JournalReport>(target.record.socket, 'journal');
-  const { volume } = await Volume.open(target.root, { writable: false });
-  try {
-    return await volume.journalReport();
-  } finally {
-    await volume.close();
-  }
+export function getJournal(p: string): Promise<JournalReport> {
+  return ask(p, 'journal', (volume) => volume.journalReport());
 }
 
 export const journal: Command = {

@@ -2,7 +2,8 @@
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { ReplfsError } from '../errors/index.js';
-import { STATE_DIR } from '../volume/index.js';
+import { STATE_DIR, Volume } from '../volume/index.js';
+import { call } from '../control/client.js';
 import { findRecord, type DaemonRecord } from '../control/registry.js';
 import { mountState, STALE_HINT } from '../fuse/mountpoint.js';
 
@@ -49,4 +50,19 @@ export async function locate(p: string): Promise<Target> {
   const root = findVolumeRoot(abs);
   if (!root) throw new ReplfsError('notFound', `${abs} is not inside a protected directory`, 'make one with: replfs init <dir>');
   return { kind: 'direct', root };
+}
+
+/**
+ * Answers a read-only question about the volume at `p`: from its daemon over the control
+ * socket when it is mounted (LevelDB admits one process), else by opening it directly.
+ */
+export async function ask<T>(p: string, cmd: string, direct: (volume: Volume) => Promise<T>): Promise<T> {
+  const target = await locate(p);
+  if (target.kind === 'daemon') return call<T>(target.record.socket, cmd);
+  const { volume } = await Volume.open(target.root, { writable: false });
+  try {
+    return await direct(volume);
+  } finally {
+    await volume.close();
+  }
 }

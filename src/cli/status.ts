@@ -1,18 +1,10 @@
-import { Volume, type VolumeStatus } from '../volume/index.js';
-import { call } from '../control/client.js';
+import type { VolumeStatus } from '../volume/index.js';
 import { formatBytes } from '../policy/size.js';
-import { locate } from './locate.js';
+import { ask } from './locate.js';
 import { printJson, type Command } from './command.js';
 
-export async function getStatus(p: string): Promise<VolumeStatus> {
-  const target = await locate(p);
-  if (target.kind === 'daemon') return call<VolumeStatus>(target.record.socket, 'status');
-  const { volume } = await Volume.open(target.root, { writable: false });
-  try {
-    return await volume.status({ mountpoint: null, pid: null });
-  } finally {
-    await volume.close();
-  }
+export function getStatus(p: string): Promise<VolumeStatus> {
+  return ask(p, 'status', (volume) => volume.status({ mountpoint: null, pid: null }));
 }
 
 export const status: Command = {

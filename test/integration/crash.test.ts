@@ -25,19 +25,8 @@ import {
   type Scratch,
 } from '../helpers/env.js';
 
-interface Extent { offset: number; length: number }
-interface JournalFile {
-  id: number;
-  type: string;
-  path: string;
-  paths: string[];
-  kinds: string[];
-  extents: Extent[];
-  size: number;
-  unknown: string | null;
-}
-interface JournalReport { epoch: number; blockSize: number; files: JournalFile[] }
-interface Status { mounted: boolean; pid: number | null; lastCleanShutdown: boolean; mountpoint: string | null }
+// The --json schemas are the engine's own types (docs/cli.md documents them).
+import type { Extent, JournalFile, JournalReport, VolumeStatus as Status } from '../../src/core/types.js';
 
 const MiB = 1024 * 1024;
 const RUNS = Number(process.env.REPLFS_CRASH_RUNS ?? 5);

@@ -12,19 +12,8 @@ import type { ExecutionContext } from 'ava';
 import test from '../helpers/ava.js';
 import { scratch, replfs, initVolume, mountVolume, isMounted, sh, type Scratch } from '../helpers/env.js';
 
-interface Extent { offset: number; length: number }
-interface JournalFile {
-  id: number;
-  type: string;
-  path: string;
-  paths: string[];
-  kinds: string[];
-  extents: Extent[];
-  dirtyBytes: number;
-  size: number;
-  unknown: string | null;
-}
-interface JournalReport { epoch: number; blockSize: number; since: string; files: JournalFile[]; totals: { files: number; dirtyBytes: number } }
+// The --json schemas are the engine's own types (docs/cli.md documents them).
+import type { ChangeKindName, Extent, JournalFile, JournalReport } from '../../src/core/types.js';
 
 async function journal(t: ExecutionContext, s: Scratch, dir: string): Promise<JournalReport> {
   const r = await replfs(s, ['journal', dir, '--json']);
@@ -174,7 +163,7 @@ test('changes made while unmounted are journaled at the next mount; untouched fi
     if (!f) throw new Error(`${p} is not in the journal; it has: ${[...byPath.keys()].map((k) => JSON.stringify(k)).join(', ')}`);
     return f;
   };
-  const hasKinds = (p: string, ...kinds: string[]) => {
+  const hasKinds = (p: string, ...kinds: ChangeKindName[]) => {
     const f = get(p);
     for (const k of kinds) t.true(f.kinds.includes(k), `${p}: kinds ${f.kinds.join(',')} should include ${k}`);
     return f;
