@@ -266,14 +266,17 @@ export class Volume {
   /**
    * Writes exact bitmaps for everything written since the last flush and refreshes the
    * recorded size and times of touched files. With `sync`, waits until it is on disk.
+   * `all` also refreshes files created in this epoch, which the periodic flush leaves for
+   * the end: a stale record of a new file only makes the next scan call it changed, and a
+   * new file is compared whole anyway.
    */
-  async flush(sync = false): Promise<void> {
+  async flush(sync = false, all = sync): Promise<void> {
     while (this.flushing) await this.flushing;
     const run = async () => {
       // Queued at once: a write arriving later must find its region uncovered and queue
       // a new intent behind these exact bitmaps, never ahead of them.
       const journalWrite = this.store.write(this.journal.flushOps(), sync);
-      const refresh = await this.refreshRecords();
+      const refresh = await this.refreshRecords(all);
       await journalWrite;
       const written = this.store.write(refresh.ops, sync);
       this.files.track(refresh.fids, written);
@@ -283,9 +286,9 @@ export class Volume {
     try { await this.flushing; } finally { this.flushing = null; }
   }
 
-  private async refreshRecords(): Promise<{ ops: Op[]; fids: FileId[] }> {
-    const touched = [...this.touched];
-    this.touched.clear();
+  private async refreshRecords(all: boolean): Promise<{ ops: Op[]; fids: FileId[] }> {
+    const touched = [...this.touched].filter(([fid]) => all || !(this.journal.kindsOf(fid) & ChangeKind.created));
+    for (const [fid] of touched) this.touched.delete(fid);
     const ops: Op[] = [];
     const fids: FileId[] = [];
     await Promise.all(touched.map(async ([fid, rel]) => {
