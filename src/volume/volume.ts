@@ -379,7 +379,7 @@ export class Volume {
 
   /** The parent directory of `rel`, looked up while the caller gets on with its own work. */
   private parentOf(rel: string): Promise<{ fid: FileId; st: BigIntStats }> {
-    const p = this.fileAt(parentOf(rel));
+    const p = this.journaling ? this.fileAt(parentOf(rel)) : this.statRel(parentOf(rel)).then((st) => ({ fid: ROOT_FID, st }));
     p.catch(() => undefined);
     return p;
   }
