@@ -292,17 +292,23 @@ export class Volume {
     const ops: Op[] = [];
     const fids: FileId[] = [];
     await Promise.all(touched.map(async ([fid, rel]) => {
-      const rec = await this.files.get(fid);
-      if (!rec || rec.gone) return;
+      const seen = await this.files.get(fid);
+      if (!seen || seen.gone) return;
       let st = await this.lstatOrNull(rel);
-      if (!st || Number(st.ino) !== rec.ino) {
-        const current = rec.names[0] && this.files.pathOfName(rec.names[0]);
+      if (!st || Number(st.ino) !== seen.ino) {
+        const current = seen.names[0] && this.files.pathOfName(seen.names[0]);
         st = current !== undefined && current !== rel ? await this.lstatOrNull(current) : null;
-        if (!st || Number(st.ino) !== rec.ino) return;
+        if (!st || Number(st.ino) !== seen.ino) return;
       }
-      const fresh = recordFromStat(st, rec.names);
-      if (fresh.size !== rec.size || fresh.mtime !== rec.mtime || fresh.ctime !== rec.ctime) {
-        ops.push(this.files.put(fid, fresh));
+      const stat = recordFromStat(st, []);
+      // Merged under the record's lock: a rename may have changed its names meanwhile.
+      const op = await this.files.update(fid, (rec) => {
+        if (!rec || rec.gone || rec.ino !== stat.ino) return null;
+        if (stat.size === rec.size && stat.mtime === rec.mtime && stat.ctime === rec.ctime) return null;
+        return this.files.put(fid, { ...stat, names: rec.names });
+      });
+      if (op) {
+        ops.push(op);
         fids.push(fid);
       }
     }));
@@ -310,7 +316,7 @@ export class Volume {
   }
 
   private async lstatOrNull(rel: string): Promise<BigIntStats | null> {
-    try { return await fsp.lstat(this.backing.abs(rel), { bigint: true }); } catch { return null; }
+    try { return await io.lstat(this.abs(rel)); } catch { return null; }
   }
 
   // ---------------------------------------------------------------- helpers
