@@ -3,7 +3,7 @@
 // disappears underneath it.
 import fs from 'node:fs';
 import { ReplfsError, messageOf } from '../errors/index.js';
-import { stat } from 'node:fs/promises';
+import { readdir, readlink, stat } from 'node:fs/promises';
 import { Volume, STATE_DIR, CONTROL_SOCKET, replyShimStats, configureReplyShim, type OpenReport } from '../volume/index.js';
 import { VolumeFuse, type MountOptions } from '../fuse/adapter.js';
 import { mountState, unmountPath } from '../fuse/mountpoint.js';
@@ -22,6 +22,8 @@ export class Daemon {
   private detaching: Promise<void> | null = null;
   private watch: NodeJS.Timeout | null = null;
   private control: ControlServer | null = null;
+  /** This process's descriptor of /dev/fuse for the mount. */
+  private fuseFd: number | null = null;
   private resolveStopped!: () => void;
   /** Resolves once the daemon has unmounted and closed everything. */
   readonly stopped = new Promise<void>((r) => { this.resolveStopped = r; });
@@ -95,8 +97,16 @@ export class Daemon {
 
   private async mountFuse(mount: DaemonOptions['mount']): Promise<void> {
     configureReplyShim(mount.attrTimeout);
+    const before = new Set(await fuseDeviceFds());
     const fuse = new VolumeFuse(this.opts.mountpoint, this.volume, { ...mount, inPlace: this.inPlace });
     await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(mountError(err, this.opts.mountpoint)) : resolve())));
+    this.fuseFd = (await fuseDeviceFds()).find((fd) => !before.has(fd)) ?? null;
+  }
+
+  /** Whether the kernel still serves this mount: libfuse closes /dev/fuse when it ends. */
+  private async connected(): Promise<boolean> {
+    if (this.fuseFd === null) return true;
+    return (await fuseDeviceFds()).includes(this.fuseFd);
   }
 
   /** Whether libfuse's LOOKUP/GETATTR replies go through src/native/fuse_reply_shim.c. */
@@ -122,7 +132,9 @@ export class Daemon {
         }
         this.opts.log(`${mnt} is busy; detached it, waiting for open files to close`);
         result = await unmountPath(mnt, true);
-        while (this.volume.openHandles > 0) await new Promise((r) => setTimeout(r, 200));
+        // The kernel drops the connection once the last user lets go, sometimes before the
+        // final RELEASE reaches us: the end of the connection counts as the last close.
+        while (this.volume.openHandles > 0 && (await this.connected())) await new Promise((r) => setTimeout(r, 200));
       }
       if (this.watch) clearInterval(this.watch);
       await this.volume.close();
@@ -156,6 +168,17 @@ export class Daemon {
     process.on('SIGINT', onSignal);
     process.on('SIGHUP', () => undefined);
   }
+}
+
+/** Descriptors of this process that are open on /dev/fuse. */
+async function fuseDeviceFds(): Promise<number[]> {
+  const fds = await readdir('/proc/self/fd').catch(() => [] as string[]);
+  const out: number[] = [];
+  for (const fd of fds) {
+    const target = await readlink(`/proc/self/fd/${fd}`).catch(() => '');
+    if (target === '/dev/fuse') out.push(Number(fd));
+  }
+  return out;
 }
 
 function mountError(err: Error, mountpoint: string): ReplfsError {
