@@ -161,6 +161,12 @@ export class Daemon {
   /** SIGTERM / SIGINT: the same as `replfs unmount --lazy`. */
   installSignalHandlers(): void {
     const onSignal = (sig: NodeJS.Signals) => {
+      if (this.detaching) {
+        // A second signal while files still hold a detached mount: stop serving them now.
+        this.opts.log(`${sig} again: closing the volume with files still open`);
+        this.volume.close().then(() => this.finish(), (err) => this.fail(err));
+        return;
+      }
       this.opts.log(`${sig}: unmounting ${this.opts.mountpoint}`);
       this.detach(true).then(() => this.finish(), (err) => this.fail(err));
     };

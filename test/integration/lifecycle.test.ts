@@ -122,3 +122,16 @@ test('the demo (npm start) creates, protects and mounts its directory, and Ctrl-
   t.false(await isMounted(dir));
   t.true(fs.existsSync(path.join(dir, '.replfs', 'config.json')), 'the demo directory stays protected');
 });
+
+test('a second SIGTERM stops a daemon that waits for open files', async (t) => {
+  const { dir, pid } = await mounted(t, 'twice');
+  const fh = await fsp.open(path.join(dir, 'f'), 'r');
+  t.teardown(() => fh.close().catch(() => undefined));
+  process.kill(pid, 'SIGTERM');
+  await waitFor(async () => !(await isMounted(dir)), 10_000, 'the mount to be detached');
+  await new Promise((r) => setTimeout(r, 300));
+  t.true(alive(pid), 'the first signal waits for the open file');
+  process.kill(pid, 'SIGTERM');
+  await waitFor(() => !alive(pid), 20_000, 'the daemon to exit after the second signal');
+  t.true(fs.readFileSync(path.join(dir, '.replfs', 'daemon.log'), 'utf8').includes('again: closing the volume'));
+});
