@@ -256,27 +256,25 @@ export class VolumeFuse extends Fuse {
   }
 
   _op_getxattr(signal: Signal, path: string, name: string, valueBuf: Buffer): void {
-    this.reply(signal, this.volume.getxattr(path, name).then((value) => {
-      if (valueBuf.length === 0) return value.length;
-      if (value.length > valueBuf.length) return ERANGE;
-      value.copy(valueBuf);
-      return value.length;
-    }), [valueBuf.buffer]);
+    this.reply(signal, this.volume.getxattr(path, name).then((value) => copyOut(value, valueBuf)), [valueBuf.buffer]);
   }
 
   _op_listxattr(signal: Signal, path: string, listBuf: Buffer): void {
-    this.reply(signal, this.volume.listxattr(path).then((names) => {
-      const packed = Buffer.concat(names.map((n) => Buffer.from(n + '\0')));
-      if (listBuf.length === 0) return packed.length;
-      if (packed.length > listBuf.length) return ERANGE;
-      packed.copy(listBuf);
-      return packed.length;
-    }), [listBuf.buffer]);
+    this.reply(signal, this.volume.listxattr(path).then((names) =>
+      copyOut(Buffer.concat(names.map((n) => Buffer.from(n + '\0'))), listBuf)), [listBuf.buffer]);
   }
 
   _op_removexattr(signal: Signal, path: string, name: string): void {
     this.done(signal, this.volume.removexattr(path, name));
   }
+}
+
+/** The xattr reply convention: an empty buffer asks for the size; a short one is ERANGE. */
+function copyOut(data: Buffer, into: Buffer): number {
+  if (into.length === 0) return data.length;
+  if (data.length > into.length) return ERANGE;
+  data.copy(into);
+  return data.length;
 }
 
 function caller(uid: number, gid: number, pid: number): Caller {

@@ -11,4 +11,7 @@ export const io = {
   close: (fd: number) => new Promise<void>((res, rej) => fs.close(fd, (e) => (e ? rej(e) : res()))),
   read: (fd: number, buf: Buffer, len: number, pos: number) => new Promise<number>((res, rej) => fs.read(fd, buf, 0, len, pos, (e, n) => (e ? rej(e) : res(n)))),
   write: (fd: number, buf: Buffer, len: number, pos: number) => new Promise<number>((res, rej) => fs.write(fd, buf, 0, len, pos, (e, n) => (e ? rej(e) : res(n)))),
+  fsync: (fd: number, datasync = false) => new Promise<void>((res, rej) => (datasync ? fs.fdatasync : fs.fsync)(fd, (e) => (e ? rej(e) : res()))),
+  fchown: (fd: number, uid: number, gid: number) => new Promise<void>((res, rej) => fs.fchown(fd, uid, gid, (e) => (e ? rej(e) : res()))),
+  fchmod: (fd: number, mode: number) => new Promise<void>((res, rej) => fs.fchmod(fd, mode, (e) => (e ? rej(e) : res()))),
 };

@@ -20,7 +20,7 @@ import { Backing, baseName, parentOf, relPath } from './backing.js';
 import { FileTable } from './files.js';
 import { Journal } from './journal.js';
 import { Store, putJson, type Op } from './store.js';
-import { baseline, reconcile, recordFromStat, fileTypeOf, type ReconcileResult } from './scan.js';
+import { baseline, reconcile, recordFromStat, type ReconcileResult } from './scan.js';
 import { totalLength } from './extents.js';
 import { readMounts, isUnder, REPLFS_FSTYPE } from './mounts.js';
 import * as sys from './sys.js';
@@ -377,10 +377,10 @@ export class Volume {
     if (caller.uid === this.myUid && caller.gid === this.myGid) return;
     const { st } = await parent;
     const gid = Number(st.mode) & S_ISGID ? Number(st.gid) : caller.gid;
-    if (typeof target === 'number') await fchown(target, caller.uid, gid);
+    if (typeof target === 'number') await io.fchown(target, caller.uid, gid);
     else await fsp.lchown(target, caller.uid, gid);
     // chown clears set-id bits on regular files; put back what the caller asked for.
-    if (!isDir && (mode & (S_ISUID | S_ISGID)) && typeof target === 'number') await fchmod(target, mode & 0o7777);
+    if (!isDir && (mode & (S_ISUID | S_ISGID)) && typeof target === 'number') await io.fchmod(target, mode & 0o7777);
   }
 
   /** The parent directory of `rel`, looked up while the caller gets on with its own work. */
@@ -562,15 +562,14 @@ export class Volume {
     if (this.journaling) {
       await this.store.write(h.fid === null ? [] : this.journal.flushOps(h.fid), true);
     }
-    await new Promise<void>((resolve, reject) =>
-      (datasync ? fs.fdatasync : fs.fsync)(fd, (err) => (err ? reject(err) : resolve())));
+    await io.fsync(fd, datasync);
   }
 
   async fsyncdir(p: string): Promise<void> {
     const fd = await io.open(this.abs(relPath(p)), fsc.O_RDONLY | fsc.O_DIRECTORY);
     try {
       if (this.journaling) await this.store.write([], true);
-      await new Promise<void>((resolve, reject) => fs.fsync(fd, (err) => (err ? reject(err) : resolve())));
+      await io.fsync(fd);
     } finally {
       fs.close(fd, () => undefined);
     }
@@ -859,13 +858,3 @@ async function writeChunked(store: Store, ops: Op[], sync: boolean): Promise<voi
 function outlastTimestampTick(): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, 20));
 }
-
-function fchown(fd: number, uid: number, gid: number): Promise<void> {
-  return new Promise((resolve, reject) => fs.fchown(fd, uid, gid, (err) => (err ? reject(err) : resolve())));
-}
-
-function fchmod(fd: number, mode: number): Promise<void> {
-  return new Promise((resolve, reject) => fs.fchmod(fd, mode, (err) => (err ? reject(err) : resolve())));
-}
-
-export { fileTypeOf, fileKey };

@@ -1,6 +1,6 @@
 // Shared test plumbing: unique temp directories, running the real `replfs` command,
 // mounting with guaranteed teardown, and comparing directory trees.
-import { execFile, spawn, type SpawnOptions } from 'node:child_process';
+import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -65,10 +65,6 @@ export async function sh(t: ExecutionContext, script: string, cwd?: string): Pro
   const r = await run('/bin/sh', ['-c', script], { cwd });
   if (r.code !== 0) t.fail(`sh failed (${r.code}): ${script}\n${r.stderr}${r.stdout}`);
   return r.stdout;
-}
-
-export function spawnLogged(cmd: string, args: string[], opts: SpawnOptions) {
-  return spawn(cmd, args, opts);
 }
 
 /** `replfs init` that must succeed. */
