@@ -10,6 +10,7 @@ import { mountState, unmountPath } from '../fuse/mountpoint.js';
 import { ControlServer } from '../control/server.js';
 import { register, unregister } from '../control/registry.js';
 import { VERSION } from './version.js';
+import { ACTIONS } from './actions.js';
 
 export interface DaemonOptions {
   root: string;
@@ -60,6 +61,8 @@ export class Daemon {
       status: async () => volume.status({ mountpoint: opts.mountpoint, pid: process.pid }),
       journal: async () => volume.journalReport(),
       flush: async () => { await volume.flush(true); return { flushed: true }; },
+      ...Object.fromEntries(Object.entries(ACTIONS).map(([name, action]) =>
+        [name, (args: Record<string, unknown>) => action(volume, args, { mountpoint: opts.mountpoint })])),
       unmount: async (args) => {
         await this.detach(args.lazy === true);
         setTimeout(() => void this.finish(), 20);

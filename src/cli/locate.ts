@@ -6,6 +6,7 @@ import { STATE_DIR, Volume } from '../volume/index.js';
 import { call } from '../control/client.js';
 import { findRecord, type DaemonRecord } from '../control/registry.js';
 import { mountState, STALE_HINT } from '../fuse/mountpoint.js';
+import { ACTIONS, WRITES } from './actions.js';
 
 export type Target =
   | { kind: 'daemon'; record: DaemonRecord }
@@ -50,6 +51,21 @@ export async function locate(p: string): Promise<Target> {
   const root = findVolumeRoot(abs);
   if (!root) throw new ReplfsError('notFound', `${abs} is not inside a protected directory`, 'make one with: replfs init <dir>');
   return { kind: 'direct', root };
+}
+
+/**
+ * Runs a snapshot action on the volume at `p`: through its daemon when mounted, else on
+ * the volume opened directly (for writing when the action changes it).
+ */
+export async function act<T>(p: string, cmd: string, args: Record<string, unknown>, timeoutMs = 600_000): Promise<T> {
+  const target = await locate(p);
+  if (target.kind === 'daemon') return call<T>(target.record.socket, cmd, args, timeoutMs);
+  const { volume } = await Volume.open(target.root, { writable: WRITES.has(cmd) });
+  try {
+    return (await ACTIONS[cmd]!(volume, args, { mountpoint: null })) as T;
+  } finally {
+    await volume.close();
+  }
 }
 
 /**

@@ -8,8 +8,9 @@ import { unmount } from './unmount.js';
 import { status } from './status.js';
 import { journal } from './journal.js';
 import { demo } from './demo.js';
+import { snapshot, snapshots } from './snapshot.js';
 
-export const COMMANDS: Command[] = [init, mount, unmount, status, journal, demo];
+export const COMMANDS: Command[] = [init, mount, unmount, status, journal, snapshot, snapshots, demo];
 
 export function mainHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;

@@ -9,9 +9,9 @@ import { Daemon } from './daemon.js';
 import type { Command } from './command.js';
 
 /** Mount options a user may add with -o, and which take a value. */
-const USER_OPTIONS: Record<string, 'flag' | 'number'> = {
+const USER_OPTIONS: Record<string, 'flag' | 'number' | 'snapdir'> = {
   ro: 'flag', debug: 'flag', kernel_cache: 'flag', allow_root: 'flag', allow_other: 'flag', default_permissions: 'flag',
-  attr_timeout: 'number', entry_timeout: 'number', max_readahead: 'number',
+  attr_timeout: 'number', entry_timeout: 'number', max_readahead: 'number', snapdir: 'snapdir',
 };
 
 /**
@@ -28,17 +28,21 @@ export interface MountRequest {
   attrTimeout: number;
   entryTimeout: number;
   debug: boolean;
+  /** List .snapshots in the root directory (`-o snapdir=visible`); it is always reachable by name. */
+  snapdirVisible: boolean;
 }
 
-export function parseMountOptions(list: string[]): Pick<MountRequest, 'extra' | 'attrTimeout' | 'entryTimeout' | 'debug'> {
-  const out = { extra: [] as string[], attrTimeout: DEFAULT_ATTR_TIMEOUT, entryTimeout: DEFAULT_ENTRY_TIMEOUT, debug: false };
+export function parseMountOptions(list: string[]): Pick<MountRequest, 'extra' | 'attrTimeout' | 'entryTimeout' | 'debug' | 'snapdirVisible'> {
+  const out = { extra: [] as string[], attrTimeout: DEFAULT_ATTR_TIMEOUT, entryTimeout: DEFAULT_ENTRY_TIMEOUT, debug: false, snapdirVisible: false };
   for (const item of list.flatMap((s) => s.split(',')).filter(Boolean)) {
     const [name, value] = item.split('=', 2) as [string, string | undefined];
     const kind = USER_OPTIONS[name];
     if (!kind) throw new ReplfsError('usage', `unknown mount option ${JSON.stringify(name)}`, `known options: ${Object.keys(USER_OPTIONS).join(', ')}`);
     if (kind === 'flag' && value !== undefined) throw new ReplfsError('usage', `mount option ${name} takes no value`);
     if (kind === 'number' && (value === undefined || !/^\d+(\.\d+)?$/.test(value))) throw new ReplfsError('usage', `mount option ${name} needs a number, as in ${name}=1, got ${JSON.stringify(value ?? '')}`);
-    if (name === 'attr_timeout') out.attrTimeout = Number(value);
+    if (kind === 'snapdir' && value !== 'hidden' && value !== 'visible') throw new ReplfsError('usage', `mount option snapdir is hidden or visible, got ${JSON.stringify(value ?? '')}`);
+    if (name === 'snapdir') out.snapdirVisible = value === 'visible';
+    else if (name === 'attr_timeout') out.attrTimeout = Number(value);
     else if (name === 'entry_timeout') out.entryTimeout = Number(value);
     else if (name === 'debug') out.debug = true;
     else if (name !== 'allow_other' && name !== 'default_permissions') out.extra.push(item);
@@ -108,7 +112,7 @@ export const mount: Command = {
   ].join('\n'),
   options: {
     foreground: { type: 'boolean', short: 'f', description: 'stay attached; Ctrl-C unmounts' },
-    option: { type: 'string', short: 'o', multiple: true, value: 'OPTS', description: 'mount options, comma separated: ro, kernel_cache, attr_timeout=S, entry_timeout=S, max_readahead=N, allow_root, debug' },
+    option: { type: 'string', short: 'o', multiple: true, value: 'OPTS', description: 'mount options, comma separated: ro, kernel_cache, attr_timeout=S, entry_timeout=S, max_readahead=N, allow_root, snapdir=hidden|visible, debug' },
   },
   positionals: { min: 1, max: 2 },
   async run({ values, positionals }) {
@@ -131,7 +135,7 @@ async function runForeground(req: MountRequest, notes: string[], readyFd: number
   try {
     daemon = await Daemon.start({
       root: req.root, mountpoint: req.mountpoint, log,
-      mount: { extra: req.extra, attrTimeout: req.attrTimeout, entryTimeout: req.entryTimeout, debug: req.debug },
+      mount: { extra: req.extra, attrTimeout: req.attrTimeout, entryTimeout: req.entryTimeout, debug: req.debug, snapdirVisible: req.snapdirVisible },
     });
   } catch (err) {
     if (readyFd !== undefined) {

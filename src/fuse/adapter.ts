@@ -8,11 +8,13 @@
 import Fuse from 'fuse-native';
 import { constants } from 'node:os';
 import type { Attr, Caller, DirEntry, StatFs, TimeSpec, Volume } from '../volume/index.js';
+import { FsError, SNAPSHOT_DIR, LATEST, viewIno } from '../volume/index.js';
 
 type Signal = (result: number, ...values: unknown[]) => void;
 
 const errnos = constants.errno as Record<string, number>;
 const EIO = -errnos.EIO!;
+const O_TRUNC = 0o1000;
 const ERANGE = -errnos.ERANGE!;
 
 /** The one errno translation: a known code becomes its errno; anything else is EIO, logged. */
@@ -83,7 +85,36 @@ export interface MountOptions {
   attrTimeout: number;
   entryTimeout: number;
   debug?: boolean;
+  /** List .snapshots in the root directory. */
+  snapdirVisible?: boolean;
 }
+
+/** Where a path lies: in the live tree, or in the read-only snapshot tree. */
+type Place =
+  | { kind: 'live' }
+  | { kind: 'snapdir' }
+  | { kind: 'latest' }
+  | { kind: 'view'; name: string; rel: string };
+
+const SNAP_PREFIX = `/${SNAPSHOT_DIR}`;
+
+export function placeOf(path: string): Place {
+  if (path !== SNAP_PREFIX && !path.startsWith(SNAP_PREFIX + '/')) return { kind: 'live' };
+  if (path === SNAP_PREFIX) return { kind: 'snapdir' };
+  const rest = path.slice(SNAP_PREFIX.length + 1);
+  const cut = rest.indexOf('/');
+  const name = cut < 0 ? rest : rest.slice(0, cut);
+  if (name === LATEST && cut < 0) return { kind: 'latest' };
+  const rel = cut < 0 ? '' : rest.slice(cut + 1);
+  for (const part of rel ? rel.split('/') : []) {
+    if (part === '' || part === '.' || part === '..') return { kind: 'view', name: '', rel: '' };
+  }
+  return { kind: 'view', name, rel };
+}
+
+const SNAPDIR_INO = 0xfffffff0;
+const LATEST_INO = 0xfffffff1;
+const EROFS = () => Promise.reject(new FsError('EROFS'));
 
 export class VolumeFuse extends Fuse {
   constructor(mountpoint: string, private readonly volume: Volume, private readonly mountOptions: MountOptions) {
@@ -132,24 +163,74 @@ export class VolumeFuse extends Fuse {
     this.reply(signal, work.then(() => 0));
   }
 
+  /** Attributes of any path, live or in the snapshot tree. */
+  private async attrOf(path: string): Promise<Attr> {
+    const place = placeOf(path);
+    switch (place.kind) {
+      case 'live': return this.volume.getattr(path);
+      case 'snapdir': return this.snapdirAttr();
+      case 'latest': {
+        const newest = this.volume.snapshots().at(-1);
+        if (!newest) throw new FsError('ENOENT');
+        const base = await this.snapdirAttr();
+        return { ...base, mode: 0o120777, nlink: 1, size: Buffer.byteLength(newest.name), ino: LATEST_INO };
+      }
+      case 'view': return this.volume.view(place.name).getattr(place.rel);
+    }
+  }
+
+  private async snapdirAttr(): Promise<Attr> {
+    const root = await this.volume.getattr('/');
+    const newest = this.volume.snapshots().at(-1);
+    const ms = newest ? Date.parse(newest.sourceTime) : root.mtime.sec * 1000;
+    const t = { sec: Math.floor(ms / 1000), nsec: (ms % 1000) * 1_000_000 };
+    return { ...root, mode: 0o040555, nlink: 2, size: 0, blocks: 0, ino: SNAPDIR_INO, atime: t, mtime: t, ctime: t };
+  }
+
+  /** Refuses any change inside the snapshot tree; otherwise runs it on the live volume. */
+  private mutate(paths: string[], work: () => Promise<unknown>): Promise<unknown> {
+    if (paths.some((p) => placeOf(p).kind !== 'live')) return EROFS();
+    return work();
+  }
+
   _op_getattr(signal: Signal, path: string): void {
-    this.answer(signal, this.volume.getattr(path), (a) => [encodeStat(a)], [EMPTY_STAT]);
+    this.answer(signal, this.attrOf(path), (a) => [encodeStat(a)], [EMPTY_STAT]);
   }
 
   _op_fgetattr(signal: Signal, path: string, fd: number): void {
-    this.answer(signal, this.volume.fgetattr(path, fd), (a) => [encodeStat(a)], [EMPTY_STAT]);
+    const work = this.volume.isViewHandle(fd) ? this.attrOf(path) : this.volume.fgetattr(path, fd);
+    this.answer(signal, work, (a) => [encodeStat(a)], [EMPTY_STAT]);
   }
 
   _op_access(signal: Signal, path: string): void {
-    this.done(signal, this.volume.access(path));
+    this.done(signal, placeOf(path).kind === 'live' ? this.volume.access(path) : this.attrOf(path));
   }
 
   _op_statfs(signal: Signal, path: string): void {
     this.answer(signal, this.volume.statfs(path), (s) => [encodeStatfs(s)], [EMPTY_STATFS]);
   }
 
+  private async listing(path: string): Promise<DirEntry[]> {
+    const place = placeOf(path);
+    switch (place.kind) {
+      case 'live': {
+        const entries = await this.volume.readdir(path);
+        if (path === '/' && this.mountOptions.snapdirVisible) entries.push({ name: SNAPSHOT_DIR, ino: SNAPDIR_INO, type: 4 });
+        return entries;
+      }
+      case 'snapdir': {
+        const snaps = this.volume.snapshots();
+        const out: DirEntry[] = snaps.map((s) => ({ name: s.name, ino: viewIno(1, s.epoch), type: 4 }));
+        if (snaps.length) out.push({ name: LATEST, ino: LATEST_INO, type: 10 });
+        return out;
+      }
+      case 'latest': throw new FsError('ENOTDIR');
+      case 'view': return this.volume.view(place.name).readdir(place.rel);
+    }
+  }
+
   _op_readdir(signal: Signal, path: string): void {
-    this.answer(signal, Promise.all([this.volume.readdir(path), this.volume.getattr(path)]), ([entries, self]) => {
+    this.answer(signal, Promise.all([this.listing(path), this.attrOf(path)]), ([entries, self]) => {
       const dot = encodeStat(self);
       const names = ['.', '..'];
       const stats = [dot, dot];
@@ -167,27 +248,51 @@ export class VolumeFuse extends Fuse {
   }
 
   _op_fsyncdir(signal: Signal, path: string): void {
-    this.done(signal, this.volume.fsyncdir(path));
+    this.done(signal, placeOf(path).kind === 'live' ? this.volume.fsyncdir(path) : Promise.resolve());
+  }
+
+  private readlinkAt(path: string): Promise<string> {
+    const place = placeOf(path);
+    switch (place.kind) {
+      case 'live': return this.volume.readlink(path);
+      case 'latest': {
+        const newest = this.volume.snapshots().at(-1);
+        return newest ? Promise.resolve(newest.name) : Promise.reject(new FsError('ENOENT'));
+      }
+      case 'snapdir': return Promise.reject(new FsError('EINVAL'));
+      case 'view': return this.volume.view(place.name).readlink(place.rel);
+    }
   }
 
   _op_readlink(signal: Signal, path: string): void {
-    this.answer(signal, this.volume.readlink(path), (target) => [target], ['']);
+    this.answer(signal, this.readlinkAt(path), (target) => [target], ['']);
+  }
+
+  private openAt(path: string, flags: number): Promise<number> {
+    const place = placeOf(path);
+    if (place.kind === 'live') return this.volume.open(path, flags);
+    if ((flags & 3) !== 0 || flags & O_TRUNC) return EROFS() as Promise<number>;
+    if (place.kind !== 'view') return Promise.reject(new FsError(place.kind === 'snapdir' ? 'EISDIR' : 'ELOOP'));
+    return this.volume.openInView(place.name, place.rel);
   }
 
   _op_open(signal: Signal, path: string, flags: number): void {
-    this.answer(signal, this.volume.open(path, flags), (fd) => [fd], [0]);
+    this.answer(signal, this.openAt(path, flags), (fd) => [fd], [0]);
   }
 
   _op_create(signal: Signal, path: string, mode: number, flags: number, uid: number, gid: number, pid: number): void {
-    this.answer(signal, this.volume.create(path, mode, flags, caller(uid, gid, pid)), (fd) => [fd], [0]);
+    this.answer(signal, this.mutate([path], () => this.volume.create(path, mode, flags, caller(uid, gid, pid))) as Promise<number>, (fd) => [fd], [0]);
   }
 
   _op_read(signal: Signal, _path: string, fd: number, buf: Buffer, len: number, offLow: number, offHigh: number): void {
-    this.reply(signal, this.volume.read(fd, buf, len, offLow + offHigh * 0x100000000), [0, buf.buffer]);
+    const pos = offLow + offHigh * 0x100000000;
+    const work = this.volume.isViewHandle(fd) ? this.volume.readInView(fd, buf, len, pos) : this.volume.read(fd, buf, len, pos);
+    this.reply(signal, work, [0, buf.buffer]);
   }
 
   _op_write(signal: Signal, _path: string, fd: number, buf: Buffer, len: number, offLow: number, offHigh: number): void {
-    this.reply(signal, this.volume.write(fd, buf, len, offLow + offHigh * 0x100000000), [0, buf.buffer]);
+    const work = this.volume.isViewHandle(fd) ? EROFS() as Promise<number> : this.volume.write(fd, buf, len, offLow + offHigh * 0x100000000);
+    this.reply(signal, work, [0, buf.buffer]);
   }
 
   _op_flush(signal: Signal): void {
@@ -195,77 +300,96 @@ export class VolumeFuse extends Fuse {
   }
 
   _op_release(signal: Signal, _path: string, fd: number): void {
+    if (this.volume.isViewHandle(fd)) {
+      this.volume.releaseInView(fd);
+      signal(0);
+      return;
+    }
     this.done(signal, this.volume.release(fd));
   }
 
   _op_fsync(signal: Signal, _path: string, datasync: number, fd: number): void {
-    this.done(signal, this.volume.fsync(fd, datasync !== 0));
+    this.done(signal, this.volume.isViewHandle(fd) ? Promise.resolve() : this.volume.fsync(fd, datasync !== 0));
   }
 
   _op_truncate(signal: Signal, path: string, sizeLow: number, sizeHigh: number): void {
-    this.done(signal, this.volume.truncate(path, sizeLow + sizeHigh * 0x100000000));
+    this.done(signal, this.mutate([path], () => this.volume.truncate(path, sizeLow + sizeHigh * 0x100000000)));
   }
 
   _op_ftruncate(signal: Signal, path: string, fd: number, sizeLow: number, sizeHigh: number): void {
-    this.done(signal, this.volume.ftruncate(path, fd, sizeLow + sizeHigh * 0x100000000));
+    this.done(signal, this.volume.isViewHandle(fd) ? EROFS() : this.mutate([path], () => this.volume.ftruncate(path, fd, sizeLow + sizeHigh * 0x100000000)));
   }
 
   _op_utimens(signal: Signal, path: string, aSec: number, aNsec: number, mSec: number, mNsec: number): void {
-    this.done(signal, this.volume.utimens(path, timeOf(aSec, aNsec), timeOf(mSec, mNsec)));
+    this.done(signal, this.mutate([path], () => this.volume.utimens(path, timeOf(aSec, aNsec), timeOf(mSec, mNsec))));
   }
 
   _op_chmod(signal: Signal, path: string, mode: number): void {
-    this.done(signal, this.volume.chmod(path, mode));
+    this.done(signal, this.mutate([path], () => this.volume.chmod(path, mode)));
   }
 
   _op_chown(signal: Signal, path: string, uid: number, gid: number): void {
-    this.done(signal, this.volume.chown(path, uid, gid));
+    this.done(signal, this.mutate([path], () => this.volume.chown(path, uid, gid)));
   }
 
   _op_mknod(signal: Signal, path: string, mode: number, dev: number, uid: number, gid: number, pid: number): void {
-    this.done(signal, this.volume.mknod(path, mode, dev, caller(uid, gid, pid)));
+    this.done(signal, this.mutate([path], () => this.volume.mknod(path, mode, dev, caller(uid, gid, pid))));
   }
 
   _op_mkdir(signal: Signal, path: string, mode: number, uid: number, gid: number, pid: number): void {
-    this.done(signal, this.volume.mkdir(path, mode, caller(uid, gid, pid)));
+    this.done(signal, this.mutate([path], () => this.volume.mkdir(path, mode, caller(uid, gid, pid))));
   }
 
   _op_symlink(signal: Signal, target: string, path: string, uid: number, gid: number, pid: number): void {
-    this.done(signal, this.volume.symlink(target, path, caller(uid, gid, pid)));
+    this.done(signal, this.mutate([path], () => this.volume.symlink(target, path, caller(uid, gid, pid))));
   }
 
   _op_link(signal: Signal, src: string, dst: string): void {
-    this.done(signal, this.volume.link(src, dst));
+    this.done(signal, this.mutate([src, dst], () => this.volume.link(src, dst)));
   }
 
   _op_unlink(signal: Signal, path: string): void {
-    this.done(signal, this.volume.unlink(path));
+    this.done(signal, this.mutate([path], () => this.volume.unlink(path)));
   }
 
   _op_rmdir(signal: Signal, path: string): void {
-    this.done(signal, this.volume.rmdir(path));
+    this.done(signal, this.mutate([path], () => this.volume.rmdir(path)));
   }
 
   _op_rename(signal: Signal, src: string, dst: string): void {
-    this.done(signal, this.volume.rename(src, dst));
+    this.done(signal, this.mutate([src, dst], () => this.volume.rename(src, dst)));
   }
 
   _op_setxattr(signal: Signal, path: string, name: string, value: Buffer, _position: number, flags: number): void {
     // Copied: the buffer is libfuse's and is detached when we answer.
-    this.reply(signal, this.volume.setxattr(path, name, Buffer.from(value), flags).then(() => 0), [value.buffer]);
+    this.reply(signal, this.mutate([path], () => this.volume.setxattr(path, name, Buffer.from(value), flags)).then(() => 0), [value.buffer]);
+  }
+
+  private getxattrAt(path: string, name: string): Promise<Buffer> {
+    const place = placeOf(path);
+    if (place.kind === 'live') return this.volume.getxattr(path, name);
+    if (place.kind === 'view') return this.volume.view(place.name).getxattr(place.rel, name);
+    return this.attrOf(path).then(() => { throw new FsError('ENODATA'); });
+  }
+
+  private listxattrAt(path: string): Promise<string[]> {
+    const place = placeOf(path);
+    if (place.kind === 'live') return this.volume.listxattr(path);
+    if (place.kind === 'view') return this.volume.view(place.name).listxattr(place.rel);
+    return this.attrOf(path).then(() => []);
   }
 
   _op_getxattr(signal: Signal, path: string, name: string, valueBuf: Buffer): void {
-    this.reply(signal, this.volume.getxattr(path, name).then((value) => copyOut(value, valueBuf)), [valueBuf.buffer]);
+    this.reply(signal, this.getxattrAt(path, name).then((value) => copyOut(value, valueBuf)), [valueBuf.buffer]);
   }
 
   _op_listxattr(signal: Signal, path: string, listBuf: Buffer): void {
-    this.reply(signal, this.volume.listxattr(path).then((names) =>
+    this.reply(signal, this.listxattrAt(path).then((names) =>
       copyOut(Buffer.concat(names.map((n) => Buffer.from(n + '\0'))), listBuf)), [listBuf.buffer]);
   }
 
   _op_removexattr(signal: Signal, path: string, name: string): void {
-    this.done(signal, this.volume.removexattr(path, name));
+    this.done(signal, this.mutate([path], () => this.volume.removexattr(path, name)));
   }
 }
 

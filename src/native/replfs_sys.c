@@ -147,7 +147,8 @@ typedef enum {
   OP_MKNOD,
   OP_UTIMENSAT,
   OP_FUTIMENS,
-  OP_READDIR
+  OP_READDIR,
+  OP_PUNCH
 } op_t;
 
 typedef struct {
@@ -168,6 +169,10 @@ typedef struct {
   dev_t dev;
   int fd;
   int nofollow;
+  /* getxattr / listxattr: follow a final symlink (used on /proc/self/fd/N) */
+  int follow;
+  int64_t offset;
+  int64_t length;
   struct timespec ts[2];
 
   /* readdir output */
@@ -202,7 +207,7 @@ static void req_free(req_t *r) {
 /* Size query then read, retrying while the value grows in between. */
 static void do_getxattr(req_t *r) {
   for (int attempt = 0; attempt < MAX_SIZE_RETRIES; attempt++) {
-    ssize_t size = lgetxattr(r->path, r->name, NULL, 0);
+    ssize_t size = r->follow ? getxattr(r->path, r->name, NULL, 0) : lgetxattr(r->path, r->name, NULL, 0);
     if (size < 0) {
       r->err = errno;
       return;
@@ -217,7 +222,7 @@ static void do_getxattr(req_t *r) {
       r->value_len = 0;
       return;
     }
-    ssize_t n = lgetxattr(r->path, r->name, r->value, (size_t) size);
+    ssize_t n = r->follow ? getxattr(r->path, r->name, r->value, (size_t) size) : lgetxattr(r->path, r->name, r->value, (size_t) size);
     if (n >= 0) {
       r->value_len = (size_t) n;
       return;
@@ -232,7 +237,7 @@ static void do_getxattr(req_t *r) {
 
 static void do_listxattr(req_t *r) {
   for (int attempt = 0; attempt < MAX_SIZE_RETRIES; attempt++) {
-    ssize_t size = llistxattr(r->path, NULL, 0);
+    ssize_t size = r->follow ? listxattr(r->path, NULL, 0) : llistxattr(r->path, NULL, 0);
     if (size < 0) {
       r->err = errno;
       return;
@@ -247,7 +252,7 @@ static void do_listxattr(req_t *r) {
       r->value_len = 0;
       return;
     }
-    ssize_t n = llistxattr(r->path, r->value, (size_t) size);
+    ssize_t n = r->follow ? listxattr(r->path, r->value, (size_t) size) : llistxattr(r->path, r->value, (size_t) size);
     if (n >= 0) {
       r->value_len = (size_t) n;
       return;
@@ -335,6 +340,9 @@ static void execute(napi_env env, void *data) {
       break;
     case OP_FUTIMENS:
       rc = futimens(r->fd, r->ts);
+      break;
+    case OP_PUNCH:
+      rc = fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t) r->offset, (off_t) r->length);
       break;
   }
   if (rc < 0) r->err = errno;
@@ -587,6 +595,40 @@ static napi_value js_lsetxattr(napi_env env, napi_callback_info info) {
   return queue(env, r);
 }
 
+static napi_value js_getxattr(napi_env env, napi_callback_info info) {
+  GET_ARGS(2)
+  REQ_NEW(OP_LGETXATTR, "getxattr")
+  r->follow = 1;
+  ARG_STRING(0, path, "path");
+  ARG_STRING(1, name, "name");
+  return queue(env, r);
+}
+
+static napi_value js_listxattr(napi_env env, napi_callback_info info) {
+  GET_ARGS(1)
+  REQ_NEW(OP_LLISTXATTR, "listxattr")
+  r->follow = 1;
+  ARG_STRING(0, path, "path");
+  return queue(env, r);
+}
+
+/* Frees the disk space of a byte range, keeping the file size (fallocate PUNCH_HOLE). */
+static napi_value js_punch_hole(napi_env env, napi_callback_info info) {
+  GET_ARGS(3)
+  REQ_NEW(OP_PUNCH, "fallocate")
+  ARG_I64(0, fd, "fd")
+  ARG_I64(1, offset, "offset")
+  ARG_I64(2, length, "length")
+  if (fd < 0 || fd > INT_MAX || offset < 0 || length <= 0) {
+    req_free(r);
+    return reject_arg(env, "ERR_OUT_OF_RANGE", "punchHole: fd, offset or length is out of range");
+  }
+  r->fd = (int) fd;
+  r->offset = offset;
+  r->length = length;
+  return queue(env, r);
+}
+
 static napi_value js_llistxattr(napi_env env, napi_callback_info info) {
   GET_ARGS(1)
   REQ_NEW(OP_LLISTXATTR, "llistxattr")
@@ -691,6 +733,9 @@ static napi_value init(napi_env env, napi_value exports) {
     { "lgetxattr", NULL, js_lgetxattr, NULL, NULL, NULL, napi_enumerable, NULL },
     { "lsetxattr", NULL, js_lsetxattr, NULL, NULL, NULL, napi_enumerable, NULL },
     { "llistxattr", NULL, js_llistxattr, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "getxattr", NULL, js_getxattr, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "listxattr", NULL, js_listxattr, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "punchHole", NULL, js_punch_hole, NULL, NULL, NULL, napi_enumerable, NULL },
     { "lremovexattr", NULL, js_lremovexattr, NULL, NULL, NULL, napi_enumerable, NULL },
     { "mknod", NULL, js_mknod, NULL, NULL, NULL, napi_enumerable, NULL },
     { "utimensat", NULL, js_utimensat, NULL, NULL, NULL, napi_enumerable, NULL },

@@ -55,6 +55,11 @@ export class FileTable {
     return this.nextFid++;
   }
 
+  /** The id the next new file will get; every id below it has been handed out. */
+  get next(): FileId {
+    return this.nextFid;
+  }
+
   nextFidOp(): Op {
     return putJson(Sublevel.meta, MetaKey.nextFid, this.nextFid);
   }

@@ -1,14 +1,22 @@
-// The on-disk format of a volume's state directory, version 1. docs/format.md is the
+// The on-disk format of a volume's state directory, version 2. docs/format.md is the
 // human description of everything here; change both together and bump FORMAT_VERSION
 // for any change an older build could misread.
 import type { FileId, Epoch, FileType, UnknownReason, Durability } from '../core/types.js';
 
-export const FORMAT_VERSION = 1;
+export const FORMAT_VERSION = 2;
+/** Older formats this build opens, upgrading them when it opens the volume for writing. */
+export const UPGRADABLE_FORMATS = [1];
 export const STATE_DIR = '.replfs';
 export const CONFIG_FILE = 'config.json';
 export const DB_DIR = 'db';
 export const CONTROL_SOCKET = 'control.sock';
 export const DAEMON_LOG = 'daemon.log';
+/** Pack files of the block store: preserved block contents, addressed through `k!`. */
+export const BLOCKS_DIR = 'blocks';
+/** Hard links keeping deleted files readable for the snapshots that still show them. */
+export const FARM_DIR = 'farm';
+/** The virtual directory of snapshot views at the root of a mount. */
+export const SNAPSHOT_DIR = '.snapshots';
 
 export const MIN_BLOCK_SIZE = 4 * 1024;
 export const MAX_BLOCK_SIZE = 1024 * 1024;
@@ -24,6 +32,8 @@ export interface VolumeConfig {
   blockSize: number;
   createdAt: string;
   journal: { durability: Durability; flushIntervalMs: number };
+  /** Quiesce hooks; validated by the policy layer (src/policy/hooks.ts), opaque to the engine. */
+  quiesce?: unknown;
 }
 
 export function blocksPerRegion(blockSize: number): number {
@@ -42,6 +52,16 @@ export const Sublevel = {
   regions: 'r',
   /** journal entries: epoch!dirFid!name -> EntryValue */
   entries: 'e',
+  /** snapshots: epoch -> SnapshotRecord */
+  snapshots: 's',
+  /** preserved attributes: fid!version -> PreservedAttr */
+  attrs: 'a',
+  /** preserved directory entries: dirFid!name\0version -> PreservedEntry */
+  dentries: 'd',
+  /** preserved blocks: fid!version!block -> BLAKE3 hash (32 bytes; empty = all zero) */
+  blocks: 'p',
+  /** block store index: hash (hex) -> BlockLocation */
+  hashes: 'k',
 } as const;
 
 export const MetaKey = {
@@ -85,7 +105,52 @@ export interface FileRecord {
   btime?: string;
   /** Set once the last name is gone; `names` then keeps the last known name. */
   gone?: true;
+  /** The epoch in which the last name went (format 2). */
+  died?: Epoch;
 }
+
+/** snapshots/<epoch>: one snapshot. */
+export interface SnapshotRecord {
+  name: string;
+  epoch: Epoch;
+  /** The instant of the cut (ISO 8601, UTC, milliseconds). */
+  sourceTime: string;
+  label: string | null;
+  /** `app` when quiesce hooks succeeded, `crash` otherwise. */
+  consistency: 'app' | 'crash';
+  /** Every file id below this existed when the snapshot was taken (ids are never reused). */
+  nextFid: FileId;
+}
+
+/**
+ * attrs/<fid>!<version>: a file's attributes as they were at the end of epoch `version`.
+ * Times in nanoseconds as decimal strings; `x` the xattrs (name, base64 value); `l` a
+ * symlink's target.
+ */
+export interface PreservedAttr {
+  t: string;
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  blocks: number;
+  nlink: number;
+  rdev: number;
+  atime: string;
+  mtime: string;
+  ctime: string;
+  x?: Array<[string, string]>;
+  l?: string;
+}
+
+/** dentries/<dir>!<name>\0<version>: what the entry held at the end of epoch `version`; f 0 = no entry. */
+export interface PreservedEntry {
+  f: FileId;
+  t?: string;
+}
+
+/** hashes/<hash>: where a stored block lives: [pack number, offset, length]. */
+export type BlockLocation = [pack: number, offset: number, length: number];
 
 /** headers/<epoch>!<fid>. */
 export interface HeaderValue {
@@ -122,6 +187,11 @@ export const regionKey = (epoch: Epoch, fid: FileId, region: number): string =>
 export const entryKey = (epoch: Epoch, dir: FileId, name: string): string =>
   `${hex(epoch)}!${hex(dir)}!${name}`;
 export const fileKey = (fid: FileId): string => hex(fid);
+export const snapshotKey = (epoch: Epoch): string => hex(epoch);
+export const attrKey = (fid: FileId, version: Epoch): string => `${hex(fid)}!${hex(version)}`;
+/** NUL cannot occur in a file name, so it separates the name from the version unambiguously. */
+export const dentryKey = (dir: FileId, name: string, version: Epoch): string => `${hex(dir)}!${name}\0${hex(version)}`;
+export const blockKey = (fid: FileId, version: Epoch, block: number): string => `${hex(fid)}!${hex(version)}!${hex(block)}`;
 
 /** Range bounds covering every key of one epoch in the journal sublevels. */
 export function epochRange(epoch: Epoch): { gte: string; lt: string } {

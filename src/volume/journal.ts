@@ -80,6 +80,16 @@ export class Journal {
     return j;
   }
 
+  /** An empty journal for a new epoch. */
+  static fresh(store: Store, epoch: Epoch, blockSize: number, blocksPerRegion: number): Journal {
+    return new Journal(store, epoch, blockSize, blocksPerRegion);
+  }
+
+  /** Whether directory entry (dir, name) already changed in this epoch. */
+  entryChanged(dir: FileId, name: string): boolean {
+    return this.entries.has(`${dir}\0${name}`);
+  }
+
   /**
    * Crash recovery: every region still flagged pending is taken as wholly dirty.
    * Returns the operations that make this permanent, and how many regions it touched.

@@ -29,6 +29,9 @@ interface NativeBinding {
   lsetxattr(path: string, name: string, value: Buffer, flags: number): Promise<void>;
   llistxattr(path: string): Promise<string[]>;
   lremovexattr(path: string, name: string): Promise<void>;
+  getxattr(path: string, name: string): Promise<Buffer>;
+  listxattr(path: string): Promise<string[]>;
+  punchHole(fd: number, offset: number, length: number): Promise<void>;
   mknod(path: string, mode: number, dev: number): Promise<void>;
   utimensat(
     path: string,
@@ -133,6 +136,21 @@ export function llistxattr(path: string): Promise<string[]> {
 /** Removes an extended attribute without following a final symlink. */
 export function lremovexattr(path: string, name: string): Promise<void> {
   return native.lremovexattr(path, name);
+}
+
+/** Reads an extended attribute, following a final symlink (for /proc/self/fd/N paths). */
+export function getxattr(path: string, name: string): Promise<Buffer> {
+  return native.getxattr(path, name);
+}
+
+/** Lists extended attribute names, following a final symlink (for /proc/self/fd/N paths). */
+export function listxattr(path: string): Promise<string[]> {
+  return native.listxattr(path);
+}
+
+/** Frees the disk space of a byte range, keeping the size (fallocate FALLOC_FL_PUNCH_HOLE). */
+export function punchHole(fd: number, offset: number, length: number): Promise<void> {
+  return native.punchHole(fd, offset, length);
 }
 
 /** mknod(2): mode includes the file type bits (S_IFIFO, S_IFCHR, ...). */

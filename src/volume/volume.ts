@@ -12,19 +12,24 @@ import {
 } from '../core/types.js';
 import { FsError, ReplfsError, hasCode, messageOf } from '../errors/index.js';
 import {
-  CONFIG_FILE, DB_DIR, FORMAT_VERSION, MetaKey, STATE_DIR, Sublevel, blocksPerRegion, fileKey,
-  DEFAULT_BLOCK_SIZE, MIN_BLOCK_SIZE, MAX_BLOCK_SIZE,
-  type FileRecord, type NameRef, type SessionValue, type VolumeConfig,
+  CONFIG_FILE, DB_DIR, FORMAT_VERSION, UPGRADABLE_FORMATS, MetaKey, STATE_DIR, Sublevel, blocksPerRegion, fileKey,
+  DEFAULT_BLOCK_SIZE, MIN_BLOCK_SIZE, MAX_BLOCK_SIZE, FARM_DIR, SNAPSHOT_DIR, TypeTag, hex, snapshotKey,
+  type FileRecord, type NameRef, type SessionValue, type VolumeConfig, type PreservedAttr, type PreservedEntry, type SnapshotRecord,
 } from './format.js';
 import { Backing, baseName, parentOf, relPath } from './backing.js';
 import { FileTable } from './files.js';
 import { Journal } from './journal.js';
 import { Store, putJson, type Op } from './store.js';
-import { baseline, reconcile, recordFromStat, type ReconcileResult } from './scan.js';
+import { baseline, fileTypeOf, reconcile, recordFromStat, type ReconcileResult } from './scan.js';
 import { totalLength } from './extents.js';
 import { readMounts, isUnder, REPLFS_FSTYPE } from './mounts.js';
 import * as sys from './sys.js';
 import { io } from './io.js';
+import { BlockStore } from './blocks.js';
+import { Cow } from './cow.js';
+import { Catalog } from './snapshots.js';
+import { Barrier } from './barrier.js';
+import { SnapshotView, captureAttr, type ViewHandle } from './view.js';
 
 /** Who is asking, as the kernel reports it. */
 export interface Caller {
@@ -39,7 +44,27 @@ interface Handle {
   rel: string;
   /** O_SYNC / O_DSYNC: each write is durable, journal included, before it returns. */
   sync: boolean;
+  /** Opened write-only: copy-on-write reads old contents through a second descriptor. */
+  writeOnly: boolean;
+  readFd?: Promise<number>;
 }
+
+interface OpenView {
+  view: SnapshotView;
+  handle: ViewHandle;
+}
+
+export interface SnapshotOptions {
+  /** A name reserved with `reserveSnapshotName` (quiesce tells hooks the name first). */
+  name?: string;
+  label?: string | null;
+  consistency?: 'app' | 'crash';
+  /** How long to wait for in-flight changes to finish once the barrier is up. */
+  barrierTimeoutMs?: number;
+}
+
+/** First handle number of snapshot files: far above any descriptor the daemon can hold. */
+const VIEW_HANDLE_BASE = 0x40000000;
 
 export interface OpenOptions {
   /** A descriptor of the protected directory opened before mounting over it. */
@@ -62,6 +87,20 @@ export interface InitResult {
   bytes: number;
 }
 
+export interface GcReport {
+  /** Preserved versions removed. */
+  attrs: number;
+  entries: number;
+  blocks: number;
+  /** Farm links of deleted files removed. */
+  farm: number;
+  journalEpochs: number;
+  /** Blocks removed from the block store, packs deleted, and disk space given back. */
+  storeBlocks: number;
+  packs: number;
+  bytesFreed: number;
+}
+
 export interface OpenReport {
   recoveredRegions: number;
   lastCleanShutdown: boolean;
@@ -78,6 +117,12 @@ const O_ACCMODE = 0o3;
 const S_ISUID = 0o4000;
 const S_ISGID = 0o2000;
 const NS = 1_000_000_000n;
+const NOTHING: Promise<null> = Promise.resolve(null);
+const ABSENT: PreservedEntry = { f: 0 };
+
+function entryOf(fid: FileId, st: BigIntStats): PreservedEntry {
+  return { f: fid, t: TypeTag[fileTypeOf(Number(st.mode))] };
+}
 
 function spec(ns: bigint): TimeSpec {
   let sec = ns / NS;
@@ -102,6 +147,11 @@ export class Volume {
   private flushTimer: NodeJS.Timeout | null = null;
   private flushing: Promise<void> | null = null;
   private closed = false;
+  private readonly barrier = new Barrier();
+  private readonly views = new Map<number, SnapshotView>();
+  private readonly viewHandles = new Map<number, OpenView>();
+  private nextViewHandle = VIEW_HANDLE_BASE;
+  private farmReady: Promise<void> | null = null;
   readonly myUid = process.getuid?.() ?? 0;
   readonly myGid = process.getgid?.() ?? 0;
   /** Journaling can be switched off for benchmarks only (`REPLFS_BENCH_NO_JOURNAL=1`). */
@@ -113,7 +163,10 @@ export class Volume {
     readonly backing: Backing,
     readonly store: Store,
     readonly files: FileTable,
-    readonly journal: Journal,
+    private currentJournal: Journal,
+    readonly blocks: BlockStore,
+    readonly cow: Cow,
+    readonly catalog: Catalog,
     readonly writable: boolean,
     private readonly ownsRootFd: boolean,
     readonly lastCleanShutdown: boolean,
@@ -201,7 +254,8 @@ export class Volume {
       });
       const format = await store.getJson<number>(Sublevel.meta, MetaKey.format);
       if (format === undefined) throw new ReplfsError('damaged', `${root}: the volume database has no format version`, 'the state directory .replfs is incomplete; see docs/operations.md');
-      if (format !== FORMAT_VERSION) throw new ReplfsError('damaged', `${root}: on-disk format ${format} is not supported by this replfs (format ${FORMAT_VERSION})`);
+      if (format !== FORMAT_VERSION && !UPGRADABLE_FORMATS.includes(format)) throw new ReplfsError('damaged', `${root}: on-disk format ${format} is not supported by this replfs (format ${FORMAT_VERSION})`);
+      if (format !== FORMAT_VERSION && opts.writable) await upgradeFormat(store, backing);
       const epoch = (await store.getJson<number>(Sublevel.meta, MetaKey.epoch)) ?? 1;
       const session = await store.getJson<SessionValue>(Sublevel.meta, MetaKey.session);
       const lastClean = session?.state !== 'open';
@@ -211,7 +265,13 @@ export class Volume {
         throw new ReplfsError('damaged', `${root}: the volume database has no root record`, 'see docs/operations.md');
       }
       const journal = await Journal.load(store, epoch, config.blockSize, blocksPerRegion(config.blockSize));
-      const volume = new Volume(root, config, backing, store, files, journal, opts.writable, ownsRootFd, lastClean);
+      const records: SnapshotRecord[] = [];
+      for await (const [, value] of store.entries(Sublevel.snapshots)) records.push(JSON.parse(value.toString('utf8')) as SnapshotRecord);
+      const catalog = new Catalog(records);
+      const blocks = await BlockStore.open(backing.stateDir(), store, config.journal.durability === 'strict');
+      const cow = new Cow(store, blocks, config.blockSize);
+      cow.setEpoch(epoch, catalog.newest()?.nextFid ?? 0);
+      const volume = new Volume(root, config, backing, store, files, journal, blocks, cow, catalog, opts.writable, ownsRootFd, lastClean);
       const report: OpenReport = { recoveredRegions: 0, lastCleanShutdown: lastClean, offline: { created: 0, changed: 0, moved: 0, deleted: 0 } };
       if (!opts.writable) {
         // Read-only view: a pending region counts as wholly dirty, without writing that down.
@@ -220,6 +280,7 @@ export class Volume {
       }
       const recovered = journal.recoverPending();
       report.recoveredRegions = recovered.regions;
+      await volume.tidyFarm();
       const offline = await reconcile(backing, files, journal, recorded!);
       const { ops: offlineOps, ...counts } = offline;
       report.offline = counts;
@@ -243,9 +304,12 @@ export class Volume {
       await this.flush(true);
       await this.store.write([putJson(Sublevel.meta, MetaKey.session, { state: 'clean', pid: process.pid, at: new Date().toISOString() } satisfies SessionValue)], true);
     }
+    await this.blocks.close();
     await this.store.close();
-    for (const h of this.handles.values()) fs.close(h.fd, () => undefined);
+    for (const h of this.handles.values()) this.closeHandle(h);
     this.handles.clear();
+    for (const v of this.viewHandles.values()) v.view.release(v.handle);
+    this.viewHandles.clear();
     if (this.ownsRootFd) fs.closeSync(this.backing.rootFd);
     if (this.writable) await outlastTimestampTick();
   }
@@ -395,6 +459,8 @@ export class Volume {
    * journaled after the fact and not waited for: the id comes from the new inode, and if
    * the daemon dies before this write lands, the inode has no record, which the next
    * mount's scan journals as created. Nothing is lost; the create costs no LevelDB wait.
+   * Snapshots are safe too: a new id is above every snapshot's `nextFid`, so no snapshot
+   * shows the new name whether or not its entry was preserved.
    */
   private async recordCreated(st: BigIntStats, parent: Promise<{ fid: FileId }>, rel: string): Promise<FileId | null> {
     if (!this.journaling) return null;
@@ -404,7 +470,7 @@ export class Volume {
       this.files.put(fid, recordFromStat(st, [[parentFid, baseName(rel)]])),
       this.files.nextFidOp(),
       ...this.journal.mark(fid, ChangeKind.created),
-      ...this.journal.markEntry(parentFid, baseName(rel), ChangeKind.created),
+      ...this.entryChange(parentFid, baseName(rel), ChangeKind.created, ABSENT),
       ...this.journal.mark(parentFid, ChangeKind.entries),
     ], [fid], false);
     this.touch(parentFid, parentOf(rel));
@@ -415,6 +481,106 @@ export class Volume {
     const h = this.handles.get(fd);
     if (!h) throw new FsError('EBADF', `unknown file handle ${fd}`);
     return h;
+  }
+
+  /** Runs a mutating operation inside the write barrier. */
+  private async guarded<T>(op: () => Promise<T>): Promise<T> {
+    const wait = this.barrier.enter();
+    if (wait) await wait;
+    try {
+      return await op();
+    } finally {
+      this.barrier.exit();
+    }
+  }
+
+  // ---------------------------------------------------------------- copy-on-write
+
+  /** Preserves a file's attributes before its first change in this epoch (if a snapshot sees it). */
+  private keepAttrs(fid: FileId, where: string | number): Promise<PreservedAttr | null> {
+    if (!this.cow.needs(fid)) return NOTHING;
+    return this.cow.keepAttrs(fid, async () => {
+      if (typeof where === 'number') return captureAttr(await io.fstat(where), `/proc/self/fd/${where}`, true);
+      const abs = this.abs(where);
+      return captureAttr(await io.lstat(abs), abs, false);
+    });
+  }
+
+  /** The journal operations for a change of directory entry (dir, name), preserving it first. */
+  private entryChange(dir: FileId, name: string, kinds: number, current: PreservedEntry): Op[] {
+    const first = !this.journal.entryChanged(dir, name);
+    return [...(first ? this.cow.entryOps(dir, name, current) : []), ...this.journal.markEntry(dir, name, kinds)];
+  }
+
+  /** A descriptor to read a handle's file through, for preserving what a write replaces. */
+  private readFdOf(h: Handle): Promise<number> {
+    if (!h.writeOnly) return Promise.resolve(h.fd);
+    h.readFd ??= io.open(`/proc/self/fd/${h.fd}`, fsc.O_RDONLY);
+    return h.readFd;
+  }
+
+  private closeHandle(h: Handle): void {
+    fs.close(h.fd, () => undefined);
+    h.readFd?.then((fd) => fs.close(fd, () => undefined), () => undefined);
+  }
+
+  /** Preserves what a write of [pos, pos+len) is about to replace. */
+  private async keepWritten(h: Handle, fid: FileId, pos: number, len: number): Promise<void> {
+    const a = await this.keepAttrs(fid, h.fd);
+    if (!a || a.t !== TypeTag.file) return;
+    const bs = this.config.blockSize;
+    await this.cow.keepBlocks(fid, () => this.readFdOf(h), Math.floor(pos / bs), Math.ceil((pos + len) / bs), a.size);
+  }
+
+  /** Preserves what a truncation to `size` cuts off. */
+  private async keepTruncated(fid: FileId, where: string | Handle, size: number): Promise<void> {
+    const a = await this.keepAttrs(fid, typeof where === 'string' ? where : where.fd);
+    if (!a || a.t !== TypeTag.file || size >= a.size) return;
+    const bs = this.config.blockSize;
+    let opened: number | null = null;
+    const readFd = async () => {
+      if (typeof where !== 'string') return this.readFdOf(where);
+      opened = await io.open(this.abs(where), fsc.O_RDONLY | fsc.O_NOFOLLOW);
+      return opened;
+    };
+    try {
+      await this.cow.keepBlocks(fid, readFd, Math.floor(size / bs), Math.ceil(a.size / bs), a.size, true);
+    } finally {
+      if (opened !== null) await io.close(opened);
+    }
+  }
+
+  private farmAbs(fid: FileId): string {
+    return `${this.backing.stateDir()}/${FARM_DIR}/${hex(fid)}`;
+  }
+
+  /**
+   * Keeps a file's inode for the snapshots that show it, before its last name goes: a
+   * hard link in .replfs/farm. Its blocks are then read from there until they change.
+   */
+  private async farm(fid: FileId, rel: string): Promise<void> {
+    this.farmReady ??= fsp.mkdir(`${this.backing.stateDir()}/${FARM_DIR}`, { recursive: true, mode: 0o700 }).then(() => undefined);
+    await this.farmReady;
+    try {
+      await fsp.link(this.abs(rel), this.farmAbs(fid));
+    } catch (err) {
+      if (!hasCode(err, 'EEXIST')) throw err;
+      // Left by a crash: replace it unless it already is this inode.
+      const [there, here] = await Promise.all([io.lstat(this.farmAbs(fid)), io.lstat(this.abs(rel))]);
+      if (there.ino === here.ino) return;
+      await fsp.unlink(this.farmAbs(fid));
+      await fsp.link(this.abs(rel), this.farmAbs(fid));
+    }
+  }
+
+  /** At mount: farm links of files that still have a name were left by a crash. */
+  private async tidyFarm(): Promise<void> {
+    let names: string[];
+    try { names = await fsp.readdir(`${this.backing.stateDir()}/${FARM_DIR}`); } catch { return; }
+    for (const name of names) {
+      const rec = /^[0-9a-f]{16}$/.test(name) ? await this.files.get(parseInt(name, 16)) : undefined;
+      if (!rec?.gone) await fsp.unlink(`${this.backing.stateDir()}/${FARM_DIR}/${name}`);
+    }
   }
 
   // ---------------------------------------------------------------- attributes
@@ -439,7 +605,8 @@ export class Volume {
     const out: DirEntry[] = [];
     for (let i = 0; i < listing.names.length; i++) {
       const name = listing.names[i]!;
-      if (rel === '' && name === STATE_DIR) continue;
+      // A real .snapshots at the root is shadowed by the snapshot directory.
+      if (rel === '' && (name === STATE_DIR || name === SNAPSHOT_DIR)) continue;
       out.push({ name, ino: listing.inos[i]!, type: listing.types[i]! });
     }
     return out;
@@ -457,10 +624,13 @@ export class Volume {
   private async changeAttr(p: string, kind: number, apply: (abs: string) => Promise<void>): Promise<void> {
     const rel = relPath(p);
     if (!this.journaling) return apply(this.abs(rel));
-    const { fid } = await this.fileAt(rel);
-    await this.commit(this.journal.mark(fid, kind), [], true);
-    await apply(this.abs(rel));
-    this.touch(fid, rel);
+    return this.guarded(async () => {
+      const { fid } = await this.fileAt(rel);
+      await this.keepAttrs(fid, rel);
+      await this.commit(this.journal.mark(fid, kind), [], true);
+      await apply(this.abs(rel));
+      this.touch(fid, rel);
+    });
   }
 
   chmod(p: string, mode: number): Promise<void> {
@@ -495,12 +665,19 @@ export class Volume {
   // ---------------------------------------------------------------- data
 
   async open(p: string, flags: number): Promise<number> {
+    const writing = (flags & O_ACCMODE) !== fsc.O_RDONLY;
+    if (flags & fsc.O_TRUNC && writing) return this.guarded(() => this.openFile(p, flags));
+    return this.openFile(p, flags);
+  }
+
+  private async openFile(p: string, flags: number): Promise<number> {
     const rel = relPath(p);
-    if (flags & fsc.O_TRUNC && (flags & O_ACCMODE) !== fsc.O_RDONLY) await this.truncate(p, 0);
+    const writing = (flags & O_ACCMODE) !== fsc.O_RDONLY;
+    if (flags & fsc.O_TRUNC && writing) await this.truncateAt(rel, 0);
     const fd = await io.open(this.abs(rel), (flags & ~STRIP_OPEN_FLAGS) | fsc.O_NOFOLLOW);
-    const h: Handle = { fd, fid: null, rel, sync: (flags & SYNC_FLAGS) !== 0 };
+    const h: Handle = { fd, fid: null, rel, sync: (flags & SYNC_FLAGS) !== 0, writeOnly: (flags & O_ACCMODE) === fsc.O_WRONLY };
     this.handles.set(fd, h);
-    if ((flags & O_ACCMODE) !== fsc.O_RDONLY && this.journaling) {
+    if (writing && this.journaling) {
       try {
         h.fid = await this.fidForStat(await io.fstat(fd), rel);
       } catch (err) {
@@ -513,26 +690,28 @@ export class Volume {
   }
 
   async create(p: string, mode: number, flags: number, caller: Caller): Promise<number> {
-    const rel = relPath(p);
-    const parent = this.parentOf(rel);
-    let fd: number;
-    try {
-      fd = await io.open(this.abs(rel), (flags & ~STRIP_OPEN_FLAGS) | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, mode);
-    } catch (err) {
-      // Someone created it first: behave like open(2) without O_EXCL, as the caller asked.
-      if (hasCode(err, 'EEXIST') && !(flags & fsc.O_EXCL)) return this.open(p, flags & ~fsc.O_CREAT);
-      throw err;
-    }
-    try {
-      await this.ownNew(fd, caller, parent, mode, false);
-      const st = await io.fstat(fd);
-      const fid = await this.recordCreated(st, parent, rel);
-      this.handles.set(fd, { fd, fid, rel, sync: (flags & SYNC_FLAGS) !== 0 });
-      return fd;
-    } catch (err) {
-      fs.close(fd, () => undefined);
-      throw err;
-    }
+    return this.guarded(async () => {
+      const rel = relPath(p);
+      const { parent } = await this.parentBeforeChange(rel);
+      let fd: number;
+      try {
+        fd = await io.open(this.abs(rel), (flags & ~STRIP_OPEN_FLAGS) | fsc.O_CREAT | fsc.O_EXCL | fsc.O_NOFOLLOW, mode);
+      } catch (err) {
+        // Someone created it first: behave like open(2) without O_EXCL, as the caller asked.
+        if (hasCode(err, 'EEXIST') && !(flags & fsc.O_EXCL)) return this.openFile(p, flags & ~fsc.O_CREAT);
+        throw err;
+      }
+      try {
+        await this.ownNew(fd, caller, parent, mode, false);
+        const st = await io.fstat(fd);
+        const fid = await this.recordCreated(st, parent, rel);
+        this.handles.set(fd, { fd, fid, rel, sync: (flags & SYNC_FLAGS) !== 0, writeOnly: (flags & O_ACCMODE) === fsc.O_WRONLY });
+        return fd;
+      } catch (err) {
+        fs.close(fd, () => undefined);
+        throw err;
+      }
+    });
   }
 
   read(fd: number, buf: Buffer, len: number, pos: number): Promise<number> {
@@ -541,25 +720,37 @@ export class Volume {
 
   async write(fd: number, buf: Buffer, len: number, pos: number): Promise<number> {
     const h = this.handle(fd);
-    if (this.journaling) {
+    if (!this.journaling) return io.write(fd, buf, len, pos);
+    const wait = this.barrier.enter();
+    try {
+      if (wait) await wait;
       if (h.fid === null) h.fid = await this.fidForStat(await io.fstat(fd), h.rel);
+      if (this.cow.needs(h.fid)) await this.keepWritten(h, h.fid, pos, len);
       const intent = this.journal.noteWrite(h.fid, pos, len);
       if (intent) await intent;
       this.touched.set(h.fid, h.rel);
-      if (h.sync) await this.store.write(this.journal.flushOps(h.fid), true);
+      if (h.sync) {
+        await this.blocks.sync();
+        await this.store.write(this.journal.flushOps(h.fid), true);
+      }
+      return await io.write(fd, buf, len, pos);
+    } finally {
+      this.barrier.exit();
     }
-    return io.write(fd, buf, len, pos);
   }
 
   async release(fd: number): Promise<void> {
+    const h = this.handles.get(fd);
     this.handles.delete(fd);
+    if (h?.readFd) await h.readFd.then((r) => io.close(r), () => undefined);
     await io.close(fd);
   }
 
-  /** Makes the file's data and its journal entries durable together (journal first). */
+  /** Makes the file's data, the blocks it preserved and its journal entries durable together. */
   async fsync(fd: number, datasync: boolean): Promise<void> {
     const h = this.handle(fd);
     if (this.journaling) {
+      await this.blocks.sync();
       await this.store.write(h.fid === null ? [] : this.journal.flushOps(h.fid), true);
     }
     await io.fsync(fd, datasync);
@@ -581,10 +772,14 @@ export class Volume {
     await this.commit(this.journal.mark(fid, ChangeKind.truncated, extra), [], true);
   }
 
-  async truncate(p: string, size: number): Promise<void> {
-    const rel = relPath(p);
+  truncate(p: string, size: number): Promise<void> {
+    return this.guarded(() => this.truncateAt(relPath(p), size));
+  }
+
+  private async truncateAt(rel: string, size: number): Promise<void> {
     if (this.journaling) {
       const { fid, st } = await this.fileAt(rel);
+      if (this.cow.needs(fid)) await this.keepTruncated(fid, rel, size);
       await this.journalTruncate(fid, Number(st.size), size);
       this.touch(fid, rel);
     }
@@ -594,55 +789,78 @@ export class Volume {
   async ftruncate(p: string, fd: number, size: number): Promise<void> {
     const h = this.handles.get(fd);
     if (!h) return this.truncate(p, size);
-    if (this.journaling) {
-      const st = await io.fstat(fd);
-      if (h.fid === null) h.fid = await this.fidForStat(st, h.rel);
-      await this.journalTruncate(h.fid, Number(st.size), size);
-      this.touch(h.fid, h.rel);
-    }
-    await new Promise<void>((resolve, reject) => fs.ftruncate(fd, size, (err) => (err ? reject(err) : resolve())));
+    return this.guarded(async () => {
+      if (this.journaling) {
+        const st = await io.fstat(fd);
+        if (h.fid === null) h.fid = await this.fidForStat(st, h.rel);
+        if (this.cow.needs(h.fid)) await this.keepTruncated(h.fid, h, size);
+        await this.journalTruncate(h.fid, Number(st.size), size);
+        this.touch(h.fid, h.rel);
+      }
+      await new Promise<void>((resolve, reject) => fs.ftruncate(fd, size, (err) => (err ? reject(err) : resolve())));
+    });
   }
 
   // ---------------------------------------------------------------- namespace
 
-  async mkdir(p: string, mode: number, caller: Caller): Promise<void> {
-    const rel = relPath(p);
+  /** Looks up the parent of a name about to be made, preserving its attributes first. */
+  private async parentBeforeChange(rel: string): Promise<{ parent: Promise<{ fid: FileId; st: BigIntStats }> }> {
     const parent = this.parentOf(rel);
-    await fsp.mkdir(this.abs(rel), mode);
-    await this.ownNew(this.abs(rel), caller, parent, mode, true);
-    await this.recordCreated(await this.statRel(rel), parent, rel);
+    if (this.journaling && this.cow.active) {
+      const { fid } = await parent;
+      await this.keepAttrs(fid, parentOf(rel));
+    }
+    // Wrapped: without snapshots the lookup runs on while the change is made.
+    return { parent };
+  }
+
+  async mkdir(p: string, mode: number, caller: Caller): Promise<void> {
+    return this.guarded(async () => {
+      const rel = relPath(p);
+      const { parent } = await this.parentBeforeChange(rel);
+      await fsp.mkdir(this.abs(rel), mode);
+      await this.ownNew(this.abs(rel), caller, parent, mode, true);
+      await this.recordCreated(await this.statRel(rel), parent, rel);
+    });
   }
 
   async symlink(target: string, p: string, caller: Caller): Promise<void> {
-    const rel = relPath(p);
-    const parent = this.parentOf(rel);
-    await fsp.symlink(target, this.abs(rel));
-    await this.ownNew(this.abs(rel), caller, parent, 0o777, false);
-    await this.recordCreated(await this.statRel(rel), parent, rel);
+    return this.guarded(async () => {
+      const rel = relPath(p);
+      const { parent } = await this.parentBeforeChange(rel);
+      await fsp.symlink(target, this.abs(rel));
+      await this.ownNew(this.abs(rel), caller, parent, 0o777, false);
+      await this.recordCreated(await this.statRel(rel), parent, rel);
+    });
   }
 
   async mknod(p: string, mode: number, dev: number, caller: Caller): Promise<void> {
-    const rel = relPath(p);
-    const parent = this.parentOf(rel);
-    await sys.mknod(this.abs(rel), mode, dev);
-    await this.ownNew(this.abs(rel), caller, parent, mode, false);
-    await this.recordCreated(await this.statRel(rel), parent, rel);
+    return this.guarded(async () => {
+      const rel = relPath(p);
+      const { parent } = await this.parentBeforeChange(rel);
+      await sys.mknod(this.abs(rel), mode, dev);
+      await this.ownNew(this.abs(rel), caller, parent, mode, false);
+      await this.recordCreated(await this.statRel(rel), parent, rel);
+    });
   }
 
   async link(srcPath: string, dstPath: string): Promise<void> {
     const src = relPath(srcPath);
     const dst = relPath(dstPath);
     if (!this.journaling) return fsp.link(this.abs(src), this.abs(dst));
-    const [{ fid }, { fid: parent }] = await Promise.all([this.fileAt(src), this.fileAt(parentOf(dst))]);
-    await this.commit([
-      ...this.journal.mark(fid, ChangeKind.linked),
-      ...this.journal.markEntry(parent, baseName(dst), ChangeKind.created),
-      ...this.journal.mark(parent, ChangeKind.entries),
-    ], [], true);
-    await fsp.link(this.abs(src), this.abs(dst));
-    await this.renameRecord(fid, null, [parent, baseName(dst)]);
-    this.touch(fid, dst);
-    this.touch(parent, parentOf(dst));
+    return this.guarded(async () => {
+      const [{ fid }, { fid: parent }] = await Promise.all([this.fileAt(src), this.fileAt(parentOf(dst))]);
+      await Promise.all([this.keepAttrs(fid, src), this.keepAttrs(parent, parentOf(dst))]);
+      await this.commit([
+        ...this.journal.mark(fid, ChangeKind.linked),
+        ...this.entryChange(parent, baseName(dst), ChangeKind.created, ABSENT),
+        ...this.journal.mark(parent, ChangeKind.entries),
+      ], [], true);
+      await fsp.link(this.abs(src), this.abs(dst));
+      await this.renameRecord(fid, null, [parent, baseName(dst)]);
+      this.touch(fid, dst);
+      this.touch(parent, parentOf(dst));
+    });
   }
 
   async unlink(p: string): Promise<void> {
@@ -656,45 +874,56 @@ export class Volume {
   private async removeEntry(rel: string, isDir: boolean): Promise<void> {
     const remove = () => (isDir ? fsp.rmdir(this.abs(rel)) : fsp.unlink(this.abs(rel)));
     if (!this.journaling) return remove();
-    const [{ fid, st }, { fid: parent }] = await Promise.all([this.fileAt(rel), this.fileAt(parentOf(rel))]);
-    const last = isDir || Number(st.nlink) <= 1;
-    await this.commit([
-      ...this.journal.mark(fid, ChangeKind.unlinked | (last ? ChangeKind.deleted : 0)),
-      ...this.journal.markEntry(parent, baseName(rel), ChangeKind.deleted),
-      ...this.journal.mark(parent, ChangeKind.entries),
-    ], [], true);
-    await remove();
-    await this.renameRecord(fid, [parent, baseName(rel)], null);
-    this.touch(parent, parentOf(rel));
-    if (!last) this.touch(fid, rel);
+    return this.guarded(async () => {
+      const [{ fid, st }, { fid: parent }] = await Promise.all([this.fileAt(rel), this.fileAt(parentOf(rel))]);
+      const last = isDir || Number(st.nlink) <= 1;
+      await Promise.all([this.keepAttrs(fid, rel), this.keepAttrs(parent, parentOf(rel))]);
+      if (last && st.isFile() && this.cow.needs(fid)) await this.farm(fid, rel);
+      await this.commit([
+        ...this.journal.mark(fid, ChangeKind.unlinked | (last ? ChangeKind.deleted : 0)),
+        ...this.entryChange(parent, baseName(rel), ChangeKind.deleted, entryOf(fid, st)),
+        ...this.journal.mark(parent, ChangeKind.entries),
+      ], [], true);
+      await remove();
+      await this.renameRecord(fid, [parent, baseName(rel)], null);
+      this.touch(parent, parentOf(rel));
+      if (!last) this.touch(fid, rel);
+    });
   }
 
   async rename(srcPath: string, dstPath: string): Promise<void> {
     const src = relPath(srcPath);
     const dst = relPath(dstPath);
     if (!this.journaling) return fsp.rename(this.abs(src), this.abs(dst));
-    const [{ fid }, { fid: srcParent }, { fid: dstParent }, target] = await Promise.all([
-      this.fileAt(src), this.fileAt(parentOf(src)), this.fileAt(parentOf(dst)),
-      this.fileAt(dst).catch((err) => { if (hasCode(err, 'ENOENT')) return null; throw err; }),
-    ]);
-    // rename(2) between two names of one file does nothing.
-    if (target && target.fid === fid) return fsp.rename(this.abs(src), this.abs(dst));
-    const ops = [
-      ...this.journal.mark(fid, ChangeKind.renamed),
-      ...this.journal.markEntry(srcParent, baseName(src), ChangeKind.deleted),
-      ...this.journal.markEntry(dstParent, baseName(dst), ChangeKind.created),
-      ...this.journal.mark(srcParent, ChangeKind.entries),
-      ...this.journal.mark(dstParent, ChangeKind.entries),
-    ];
-    const targetGone = target !== null && (target.st.isDirectory() || Number(target.st.nlink) <= 1);
-    if (target) ops.push(...this.journal.mark(target.fid, ChangeKind.unlinked | (targetGone ? ChangeKind.deleted : 0)));
-    await this.commit(ops, [], true);
-    await fsp.rename(this.abs(src), this.abs(dst));
-    if (target) await this.renameRecord(target.fid, [dstParent, baseName(dst)], null);
-    await this.renameRecord(fid, [srcParent, baseName(src)], [dstParent, baseName(dst)]);
-    this.touch(fid, dst);
-    this.touch(srcParent, parentOf(src));
-    this.touch(dstParent, parentOf(dst));
+    return this.guarded(async () => {
+      const [{ fid, st }, { fid: srcParent }, { fid: dstParent }, target] = await Promise.all([
+        this.fileAt(src), this.fileAt(parentOf(src)), this.fileAt(parentOf(dst)),
+        this.fileAt(dst).catch((err) => { if (hasCode(err, 'ENOENT')) return null; throw err; }),
+      ]);
+      // rename(2) between two names of one file does nothing.
+      if (target && target.fid === fid) return fsp.rename(this.abs(src), this.abs(dst));
+      const targetGone = target !== null && (target.st.isDirectory() || Number(target.st.nlink) <= 1);
+      await Promise.all([
+        this.keepAttrs(fid, src), this.keepAttrs(srcParent, parentOf(src)), this.keepAttrs(dstParent, parentOf(dst)),
+        target ? this.keepAttrs(target.fid, dst) : null,
+      ]);
+      if (target && targetGone && target.st.isFile() && this.cow.needs(target.fid)) await this.farm(target.fid, dst);
+      const ops = [
+        ...this.journal.mark(fid, ChangeKind.renamed),
+        ...this.entryChange(srcParent, baseName(src), ChangeKind.deleted, entryOf(fid, st)),
+        ...this.entryChange(dstParent, baseName(dst), ChangeKind.created, target ? entryOf(target.fid, target.st) : ABSENT),
+        ...this.journal.mark(srcParent, ChangeKind.entries),
+        ...this.journal.mark(dstParent, ChangeKind.entries),
+      ];
+      if (target) ops.push(...this.journal.mark(target.fid, ChangeKind.unlinked | (targetGone ? ChangeKind.deleted : 0)));
+      await this.commit(ops, [], true);
+      await fsp.rename(this.abs(src), this.abs(dst));
+      if (target) await this.renameRecord(target.fid, [dstParent, baseName(dst)], null);
+      await this.renameRecord(fid, [srcParent, baseName(src)], [dstParent, baseName(dst)]);
+      this.touch(fid, dst);
+      this.touch(srcParent, parentOf(src));
+      this.touch(dstParent, parentOf(dst));
+    });
   }
 
   /** Replaces, adds or removes one name of a file's record after the change was made. */
@@ -705,11 +934,274 @@ export class Volume {
       if (to) names = [...names.filter((n) => !(n[0] === to[0] && n[1] === to[1])), to];
       const gone = names.length === 0;
       // The last name of a deleted file is kept so the journal can still say where it was.
-      const next: FileRecord = gone ? { ...rec, names: rec.names.length ? [rec.names[0]!] : [], gone: true } : { ...rec, names };
-      if (!gone) delete next.gone;
+      const next: FileRecord = gone
+        ? { ...rec, names: rec.names.length ? [rec.names[0]!] : [], gone: true, died: rec.gone ? rec.died ?? this.journal.epoch : this.journal.epoch }
+        : { ...rec, names };
+      if (!gone) { delete next.gone; delete next.died; }
       return [this.files.put(fid, next)];
     });
     this.commit(ops, [fid], false);
+  }
+
+  // ---------------------------------------------------------------- snapshots
+
+  get journal(): Journal {
+    return this.currentJournal;
+  }
+
+  /** Reserves the name a snapshot taken now will get (quiesce hooks are told it first). */
+  reserveSnapshotName(at = new Date()): string {
+    return this.catalog.reserve(at);
+  }
+
+  releaseSnapshotName(name: string): void {
+    this.catalog.release(name);
+  }
+
+  /**
+   * Takes a snapshot: raises the write barrier, waits for changes in flight, makes the
+   * journal, file records and preserved blocks durable, records the snapshot and moves
+   * to the next epoch. Costs the same whatever the size of the volume.
+   */
+  async snapshot(opts: SnapshotOptions = {}): Promise<SnapshotRecord> {
+    if (!this.writable) throw new ReplfsError('refused', 'the volume is open read-only');
+    const name = opts.name ?? this.catalog.reserve(new Date());
+    try {
+      await this.barrier.raise(opts.barrierTimeoutMs ?? 10_000);
+    } catch (err) {
+      this.catalog.release(name);
+      throw err;
+    }
+    try {
+      const cut = new Date();
+      await this.flush(true, true);
+      await this.blocks.sync();
+      const epoch = this.journal.epoch;
+      const rec: SnapshotRecord = {
+        name, epoch, sourceTime: cut.toISOString(), label: opts.label ?? null,
+        consistency: opts.consistency ?? 'crash', nextFid: this.files.next,
+      };
+      await this.store.write([
+        putJson(Sublevel.snapshots, snapshotKey(epoch), rec),
+        putJson(Sublevel.meta, MetaKey.epoch, epoch + 1),
+        this.files.nextFidOp(),
+      ], true);
+      this.catalog.add(rec);
+      this.currentJournal = Journal.fresh(this.store, epoch + 1, this.config.blockSize, blocksPerRegion(this.config.blockSize));
+      this.cow.setEpoch(epoch + 1, rec.nextFid);
+      return rec;
+    } catch (err) {
+      this.catalog.release(name);
+      throw err;
+    } finally {
+      this.barrier.lower();
+    }
+  }
+
+  snapshots(): SnapshotRecord[] {
+    return this.catalog.list();
+  }
+
+  snapshotNamed(name: string): SnapshotRecord {
+    const rec = this.catalog.get(name);
+    if (!rec) throw new ReplfsError('notFound', `no snapshot named ${JSON.stringify(name)}`, 'list them with `replfs snapshots`');
+    return rec;
+  }
+
+  /** A read-only view of the volume as of snapshot `name` (ENOENT if there is none). */
+  view(name: string): SnapshotView {
+    const rec = this.catalog.get(name);
+    if (!rec) throw new FsError('ENOENT');
+    let v = this.views.get(rec.epoch);
+    if (!v || v.snap !== rec) {
+      v = new SnapshotView({
+        store: this.store, files: this.files, blocks: this.blocks, cow: this.cow, backing: this.backing,
+        blockSize: this.config.blockSize, farmPath: (fid) => this.farmAbs(fid),
+      }, rec);
+      this.views.set(rec.epoch, v);
+    }
+    return v;
+  }
+
+  async openInView(name: string, rel: string): Promise<number> {
+    const view = this.view(name);
+    const handle = await view.open(rel);
+    const n = this.nextViewHandle++;
+    if (this.nextViewHandle >= 0xffffffff) this.nextViewHandle = VIEW_HANDLE_BASE;
+    this.viewHandles.set(n, { view, handle });
+    return n;
+  }
+
+  readInView(n: number, buf: Buffer, len: number, pos: number): Promise<number> {
+    const v = this.viewHandles.get(n);
+    if (!v) throw new FsError('EBADF');
+    return v.view.read(v.handle, buf, len, pos);
+  }
+
+  releaseInView(n: number): void {
+    const v = this.viewHandles.get(n);
+    if (!v) return;
+    this.viewHandles.delete(n);
+    v.view.release(v.handle);
+  }
+
+  isViewHandle(n: number): boolean {
+    return n >= VIEW_HANDLE_BASE;
+  }
+
+  /** Deletes a snapshot and frees what only it needed. */
+  async deleteSnapshot(name: string): Promise<GcReport> {
+    if (!this.writable) throw new ReplfsError('refused', 'the volume is open read-only');
+    const rec = this.snapshotNamed(name);
+    await this.store.write([{ type: 'del', sub: Sublevel.snapshots, key: snapshotKey(rec.epoch) }], true);
+    this.catalog.remove(rec);
+    this.views.delete(rec.epoch);
+    this.cow.setEpoch(this.journal.epoch, this.catalog.newest()?.nextFid ?? 0);
+    return this.collectGarbage();
+  }
+
+  /**
+   * Removes preserved attributes, entries and blocks, farm links and journal epochs that
+   * no snapshot needs any more. A preserved version v whose next older version is u serves
+   * exactly the snapshots with epochs in (u, v]; with none there, it goes. Snapshots with
+   * files open in a view count as kept until those files are closed.
+   */
+  async collectGarbage(): Promise<GcReport> {
+    const kept = new Set(this.catalog.list().map((r) => r.epoch));
+    for (const v of this.viewHandles.values()) kept.add(v.view.snap.epoch);
+    const epochs = [...kept].sort((a, b) => a - b);
+    const anyIn = (after: number, upTo: number) => epochs.some((e) => e > after && e <= upTo);
+    const report: GcReport = { attrs: 0, entries: 0, blocks: 0, farm: 0, journalEpochs: 0, storeBlocks: 0, packs: 0, bytesFreed: 0 };
+    await this.barrier.raise(60_000);
+    try {
+      const ops: Op[] = [];
+      // Attributes: attrs/<fid>!<v>, versions ascending per file.
+      let lastFid = '';
+      let prev = 0;
+      for await (const [key] of this.store.entries(Sublevel.attrs)) {
+        const [fidHex, vHex] = key.split('!') as [string, string];
+        if (fidHex !== lastFid) { lastFid = fidHex; prev = 0; }
+        const v = parseInt(vHex, 16);
+        if (!anyIn(prev, v)) { ops.push({ type: 'del', sub: Sublevel.attrs, key }); report.attrs++; }
+        prev = v;
+      }
+      // Entries: dentries/<dir>!<name>\0<v>.
+      let lastEntry = '';
+      for await (const [key] of this.store.entries(Sublevel.dentries)) {
+        const sep = key.lastIndexOf('\0');
+        const which = key.slice(0, sep);
+        if (which !== lastEntry) { lastEntry = which; prev = 0; }
+        const v = parseInt(key.slice(sep + 1), 16);
+        if (!anyIn(prev, v)) { ops.push({ type: 'del', sub: Sublevel.dentries, key }); report.entries++; }
+        prev = v;
+      }
+      // Blocks: blocks/<fid>!<v>!<block>, versions ascending per file, blocks within.
+      const liveHashes = new Set<string>();
+      let blockFid = '';
+      let lastV = new Map<string, number>();
+      for await (const [key, value] of this.store.entries(Sublevel.blocks)) {
+        const [fidHex, vHex, blockHex] = key.split('!') as [string, string, string];
+        if (fidHex !== blockFid) { blockFid = fidHex; lastV = new Map(); }
+        const v = parseInt(vHex, 16);
+        if (anyIn(lastV.get(blockHex) ?? 0, v)) {
+          if (value.length) liveHashes.add(value.toString('hex'));
+        } else {
+          ops.push({ type: 'del', sub: Sublevel.blocks, key });
+          report.blocks++;
+        }
+        lastV.set(blockHex, v);
+      }
+      // Journal epochs no diff between kept snapshots (or from one to now) can ask for.
+      const keepAfter = epochs.length ? epochs[0]! : this.journal.epoch - 1;
+      for (const sub of [Sublevel.headers, Sublevel.regions, Sublevel.entries]) {
+        const dropped = new Set<string>();
+        for await (const [key] of this.store.entries(sub, { lt: `${hex(keepAfter + 1)}` })) {
+          const e = key.slice(0, 16);
+          if (parseInt(e, 16) <= keepAfter) { ops.push({ type: 'del', sub, key }); dropped.add(e); }
+        }
+        report.journalEpochs = Math.max(report.journalEpochs, dropped.size);
+      }
+      await writeChunked(this.store, ops, true);
+      const blocks = await this.blocks.collect((h) => liveHashes.has(h));
+      report.storeBlocks = blocks.blocksRemoved;
+      report.packs = blocks.packsRemoved;
+      report.bytesFreed = blocks.bytesFreed;
+      report.farm = await this.collectFarm(epochs);
+    } finally {
+      this.barrier.lower();
+    }
+    return report;
+  }
+
+  /** A deleted file's farm link is needed while a kept snapshot is older than its deletion and saw it. */
+  private async collectFarm(epochs: number[]): Promise<number> {
+    const dir = `${this.backing.stateDir()}/${FARM_DIR}`;
+    let names: string[];
+    try { names = await fsp.readdir(dir); } catch { return 0; }
+    let removed = 0;
+    for (const name of names) {
+      const fid = parseInt(name, 16);
+      const rec = await this.files.get(fid);
+      const needed = rec?.gone && epochs.some((e) => e < (rec.died ?? Infinity) && fid < (this.catalog.list().find((r) => r.epoch === e)?.nextFid ?? Infinity));
+      if (needed) continue;
+      await fsp.unlink(`${dir}/${name}`);
+      removed++;
+    }
+    return removed;
+  }
+
+  /**
+   * Bytes each snapshot alone holds: preserved blocks no other snapshot reads, and
+   * deleted files only it still shows. Deleting that snapshot frees about this much.
+   */
+  async snapshotUsage(): Promise<Map<number, number>> {
+    const snaps = this.catalog.list();
+    const epochs = snaps.map((r) => r.epoch);
+    const users = new Map<string, Set<number>>();
+    let fidHex = '';
+    let lastV = new Map<string, number>();
+    for await (const [key, value] of this.store.entries(Sublevel.blocks)) {
+      const [f, vHex, blockHex] = key.split('!') as [string, string, string];
+      if (f !== fidHex) { fidHex = f; lastV = new Map(); }
+      const v = parseInt(vHex, 16);
+      const prev = lastV.get(blockHex) ?? 0;
+      lastV.set(blockHex, v);
+      if (value.length === 0) continue;
+      const h = value.toString('hex');
+      let set = users.get(h);
+      for (const e of epochs) {
+        if (e > prev && e <= v) {
+          if (!set) users.set(h, set = new Set());
+          set.add(e);
+        }
+      }
+    }
+    const out = new Map<number, number>(epochs.map((e) => [e, 0]));
+    for (const [h, set] of users) {
+      if (set.size !== 1) continue;
+      const raw = await this.store.get(Sublevel.hashes, h);
+      if (!raw) continue;
+      const e = [...set][0]!;
+      out.set(e, out.get(e)! + (JSON.parse(raw.toString('utf8')) as [number, number, number])[2]);
+    }
+    const dir = `${this.backing.stateDir()}/${FARM_DIR}`;
+    let names: string[] = [];
+    try { names = await fsp.readdir(dir); } catch { /* no farm yet */ }
+    for (const name of names) {
+      const fid = parseInt(name, 16);
+      const rec = await this.files.get(fid);
+      if (!rec?.gone) continue;
+      const seen = snaps.filter((r) => r.epoch < (rec.died ?? Infinity) && fid < r.nextFid);
+      if (seen.length !== 1) continue;
+      const st = await io.lstat(`${dir}/${name}`).catch(() => null);
+      if (st) out.set(seen[0]!.epoch, out.get(seen[0]!.epoch)! + Number(st.blocks) * 512);
+    }
+    return out;
+  }
+
+  /** Space held by preserved data: the block store's pack files. */
+  async preservedBytes(): Promise<number> {
+    return this.blocks.diskUsage();
   }
 
   // ---------------------------------------------------------------- reporting
@@ -804,7 +1296,7 @@ async function readConfig(backing: Backing, root: string): Promise<VolumeConfig>
   if (typeof config !== 'object' || config === null || typeof config.formatVersion !== 'number' || typeof config.blockSize !== 'number' || typeof config.volumeId !== 'string') {
     throw new ReplfsError('damaged', `${root}: ${STATE_DIR}/${CONFIG_FILE} lacks formatVersion, volumeId or blockSize`);
   }
-  if (config.formatVersion !== FORMAT_VERSION) {
+  if (config.formatVersion !== FORMAT_VERSION && !UPGRADABLE_FORMATS.includes(config.formatVersion)) {
     throw new ReplfsError('damaged', `${root}: on-disk format ${config.formatVersion} is not supported by this replfs (format ${FORMAT_VERSION})`);
   }
   config.journal = { ...{ durability: 'default' as const, flushIntervalMs: 1000 }, ...(config.journal ?? {}) };
@@ -842,6 +1334,16 @@ async function checkInitTarget(dir: string): Promise<string> {
     throw new ReplfsError('refused', `${root} contains mount points: ${nested.join(', ')}`, 'unmount them or protect a directory without nested mounts');
   }
   return root;
+}
+
+/** Format 1 (no snapshots) becomes format 2 by stating it: nothing else differs. */
+async function upgradeFormat(store: Store, backing: Backing): Promise<void> {
+  const file = `${backing.stateDir()}/${CONFIG_FILE}`;
+  const config = JSON.parse(await fsp.readFile(file, 'utf8')) as VolumeConfig;
+  config.formatVersion = FORMAT_VERSION;
+  await fsp.writeFile(`${file}.tmp`, JSON.stringify(config, null, 2) + '\n');
+  await fsp.rename(`${file}.tmp`, file);
+  await store.write([putJson(Sublevel.meta, MetaKey.format, FORMAT_VERSION)], true);
 }
 
 async function writeChunked(store: Store, ops: Op[], sync: boolean): Promise<void> {

@@ -1,0 +1,96 @@
+// Snapshot operations, shared by the mount daemon (answering the control socket) and the
+// CLI working on an unmounted volume directly, so both behave the same.
+import { ReplfsError } from '../errors/index.js';
+import { isSnapshotName, type SnapshotRecord, type Volume } from '../volume/index.js';
+import { ConfigError, parseQuiesce, runHook, type HookOutcome } from '../policy/hooks.js';
+
+export interface ActionContext {
+  /** Where the volume is mounted, or null when it is not. */
+  mountpoint: string | null;
+}
+
+export type Action = (volume: Volume, args: Record<string, unknown>, ctx: ActionContext) => Promise<unknown>;
+
+export interface SnapshotResult {
+  snapshot: SnapshotRecord;
+  quiesced: boolean;
+  hooks: { pre: HookOutcome | null; post: HookOutcome | null };
+}
+
+export interface SnapshotListing {
+  snapshots: Array<SnapshotRecord & { uniqueBytes: number }>;
+  latest: string | null;
+}
+
+function str(args: Record<string, unknown>, key: string): string | undefined {
+  const v = args[key];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'string') throw new ReplfsError('usage', `${key} must be a string`);
+  return v;
+}
+
+export function checkSnapshotName(name: string): void {
+  if (!isSnapshotName(name)) {
+    throw new ReplfsError('usage', `${JSON.stringify(name)} is not a snapshot name`, 'names look like 2026-11-25T11-05-18Z (see `replfs snapshots`)');
+  }
+}
+
+const snapshot: Action = async (volume, args, ctx) => {
+  const label = str(args, 'label') ?? null;
+  const quiesce = args.quiesce === true;
+  let q;
+  try {
+    q = parseQuiesce(volume.config.quiesce);
+  } catch (err) {
+    if (err instanceof ConfigError) throw new ReplfsError('usage', `${volume.root}/.replfs/config.json: ${err.message}`);
+    throw err;
+  }
+  const name = volume.reserveSnapshotName();
+  const env = (phase: string, extra: Record<string, string> = {}) => ({
+    REPLFS_VOLUME: volume.root, REPLFS_MOUNTPOINT: ctx.mountpoint ?? '', REPLFS_SNAPSHOT: name, REPLFS_PHASE: phase, ...extra,
+  });
+  const cwd = ctx.mountpoint ?? volume.root;
+  const hooks: SnapshotResult['hooks'] = { pre: null, post: null };
+  let consistency: 'app' | 'crash' = 'crash';
+  try {
+    if (quiesce && q.pre) {
+      hooks.pre = await runHook(q.pre, env('pre'), q.preTimeoutMs, cwd);
+      if (hooks.pre.status === 'ok') consistency = 'app';
+      else if (q.onPreFailure === 'abort') {
+        throw new ReplfsError('refused', `the pre-hook ${hooks.pre.status === 'timeout' ? `timed out after ${q.preTimeoutMs} ms` : `failed (exit ${hooks.pre.exitCode ?? hooks.pre.signal})`}; no snapshot taken (quiesce.onPreFailure is "abort")`,
+          hooks.pre.stderr ? `hook stderr: ${hooks.pre.stderr.slice(-300)}` : undefined);
+      }
+    }
+    const rec = await volume.snapshot({ name, label, consistency, barrierTimeoutMs: q.barrierTimeoutMs });
+    return { snapshot: rec, quiesced: quiesce, hooks } satisfies SnapshotResult;
+  } finally {
+    volume.releaseSnapshotName(name);
+    // Always, once the pre-hook was tried: the application must not stay paused.
+    if (quiesce && q.post) hooks.post = await runHook(q.post, env('post', { REPLFS_PRE_STATUS: hooks.pre?.status ?? 'none' }), q.postTimeoutMs, cwd);
+  }
+};
+
+const list: Action = async (volume) => {
+  const usage = await volume.snapshotUsage();
+  const snaps = volume.snapshots();
+  return {
+    snapshots: snaps.map((s) => ({ ...s, uniqueBytes: usage.get(s.epoch) ?? 0 })),
+    latest: snaps.at(-1)?.name ?? null,
+  } satisfies SnapshotListing;
+};
+
+const remove: Action = async (volume, args) => {
+  const name = str(args, 'name') ?? '';
+  checkSnapshotName(name);
+  const gc = await volume.deleteSnapshot(name);
+  return { deleted: name, gc };
+};
+
+export const ACTIONS: Record<string, Action> = {
+  snapshot,
+  snapshots: list,
+  'snapshot-delete': remove,
+};
+
+/** Whether an action changes the volume (run directly, it needs the volume open for writing). */
+export const WRITES = new Set(['snapshot', 'snapshot-delete', 'prune', 'restore']);

@@ -1,0 +1,100 @@
+// Quiesce hooks: their configuration (the `quiesce` object of .replfs/config.json) and
+// running them. Hooks are child processes spawned asynchronously: a synchronous spawn
+// would block the event loop that serves the mount, and a hook touching the mount would
+// then deadlock.
+import { spawn } from 'node:child_process';
+
+export interface QuiesceConfig {
+  /** Shell command run before the cut, while writes still flow. */
+  pre: string | null;
+  /** Shell command run after the cut; it always runs once the pre-hook has been tried. */
+  post: string | null;
+  preTimeoutMs: number;
+  postTimeoutMs: number;
+  barrierTimeoutMs: number;
+  /** What to do when the pre-hook fails or times out: take a crash-consistent snapshot, or none. */
+  onPreFailure: 'crash' | 'abort';
+}
+
+export const QUIESCE_DEFAULTS: QuiesceConfig = {
+  pre: null, post: null, preTimeoutMs: 30_000, postTimeoutMs: 30_000, barrierTimeoutMs: 10_000, onPreFailure: 'crash',
+};
+
+export class ConfigError extends Error {
+  constructor(readonly field: string, message: string) {
+    super(`${field}: ${message}`);
+  }
+}
+
+const KEYS = new Set(Object.keys(QUIESCE_DEFAULTS));
+
+/** Validates the `quiesce` object; every error names its field. */
+export function parseQuiesce(raw: unknown): QuiesceConfig {
+  if (raw === undefined || raw === null) return { ...QUIESCE_DEFAULTS };
+  if (typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError('quiesce', 'must be an object');
+  const out: QuiesceConfig = { ...QUIESCE_DEFAULTS };
+  for (const [key, value] of Object.entries(raw as Record<string, unknown>)) {
+    const field = `quiesce.${key}`;
+    if (!KEYS.has(key)) throw new ConfigError(field, `unknown key (known: ${[...KEYS].join(', ')})`);
+    if (key === 'pre' || key === 'post') {
+      if (value !== null && (typeof value !== 'string' || value.trim() === '')) throw new ConfigError(field, 'must be a shell command (a non-empty string) or null');
+      out[key] = value as string | null;
+    } else if (key === 'onPreFailure') {
+      if (value !== 'crash' && value !== 'abort') throw new ConfigError(field, 'must be "crash" or "abort"');
+      out.onPreFailure = value;
+    } else {
+      if (typeof value !== 'number' || !Number.isInteger(value) || value < 1 || value > 3_600_000) {
+        throw new ConfigError(field, 'must be a whole number of milliseconds between 1 and 3600000');
+      }
+      (out as unknown as Record<string, number>)[key] = value;
+    }
+  }
+  return out;
+}
+
+export interface HookOutcome {
+  status: 'ok' | 'failed' | 'timeout';
+  exitCode: number | null;
+  signal: string | null;
+  ms: number;
+  /** The end of what the hook wrote to stderr. */
+  stderr: string;
+}
+
+const STDERR_TAIL = 2000;
+const KILL_GRACE_MS = 2000;
+
+/**
+ * Runs `command` with /bin/sh in its own process group. On timeout the group gets
+ * SIGTERM, then SIGKILL. Never throws: the outcome says what happened.
+ */
+export function runHook(command: string, env: Record<string, string>, timeoutMs: number, cwd: string): Promise<HookOutcome> {
+  const started = Date.now();
+  return new Promise((resolve) => {
+    let stderr = '';
+    let timedOut = false;
+    let child;
+    try {
+      child = spawn('/bin/sh', ['-c', command], { cwd, env: { ...process.env, ...env }, detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
+    } catch (err) {
+      resolve({ status: 'failed', exitCode: null, signal: null, ms: 0, stderr: String(err) });
+      return;
+    }
+    const group = (sig: NodeJS.Signals) => { try { process.kill(-child.pid!, sig); } catch { /* already gone */ } };
+    child.stderr!.setEncoding('utf8');
+    child.stderr!.on('data', (d: string) => { stderr = (stderr + d).slice(-STDERR_TAIL); });
+    const timer = setTimeout(() => {
+      timedOut = true;
+      group('SIGTERM');
+      setTimeout(() => group('SIGKILL'), KILL_GRACE_MS).unref();
+    }, timeoutMs);
+    child.on('error', (err) => { stderr += String(err); });
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolve({
+        status: timedOut ? 'timeout' : code === 0 ? 'ok' : 'failed',
+        exitCode: code, signal, ms: Date.now() - started, stderr: stderr.trim(),
+      });
+    });
+  });
+}

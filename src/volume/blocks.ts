@@ -1,0 +1,261 @@
+// The block store: contents of preserved blocks, addressed by their BLAKE3 hash, so a
+// block preserved twice (two files, two epochs) is stored once. Blocks are appended to
+// pack files in .replfs/blocks/; LevelDB maps hash -> (pack, offset, length). A block of
+// zeros is never stored: its hash is recorded as empty.
+//
+// Ordering: a block's bytes are written to its pack before its index entry is queued, and
+// the index entry is queued before the caller's own entries that refer to the hash, so
+// the index on disk never points at a block that was not written (for process crashes;
+// power loss is covered by `sync` and, in strict mode, by syncing each pack write).
+//
+// Garbage collection never moves a block: space no index entry needs is freed by punching
+// holes in the pack files (fallocate), and a pack with nothing left is deleted.
+import fs from 'node:fs';
+import { promises as fsp } from 'node:fs';
+import { blake3 } from '@napi-rs/blake-hash';
+import { FsError, hasCode, messageOf } from '../errors/index.js';
+import { BLOCKS_DIR, Sublevel, type BlockLocation } from './format.js';
+import { io } from './io.js';
+import { punchHole } from './sys.js';
+import type { Op, Store } from './store.js';
+
+/** A new pack is started once the current one reaches this size. */
+const PACK_LIMIT = 256 * 1024 * 1024;
+/** Blocks start on filesystem-block boundaries, so that a dead block can be punched out whole. */
+const ALIGN = 4096;
+const KNOWN_LIMIT = 65536;
+const ZEROS = Buffer.alloc(1024 * 1024);
+
+export const ZERO_HASH = Buffer.alloc(0);
+
+export function isZero(data: Buffer): boolean {
+  for (let at = 0; at < data.length; at += ZEROS.length) {
+    const piece = data.subarray(at, Math.min(data.length, at + ZEROS.length));
+    if (!piece.equals(ZEROS.subarray(0, piece.length))) return false;
+  }
+  return true;
+}
+
+export function hashBlock(data: Buffer): Buffer {
+  return blake3(data);
+}
+
+const packName = (n: number) => `pack-${n.toString(16).padStart(8, '0')}.dat`;
+const alignUp = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
+
+export interface GcResult {
+  blocksRemoved: number;
+  packsRemoved: number;
+  /** Disk space given back (st_blocks before and after). */
+  bytesFreed: number;
+}
+
+export class BlockStore {
+  private readonly fds = new Map<number, number>();
+  private current = -1;
+  private currentFd = -1;
+  private offset = 0;
+  private nextPack = 0;
+  private readonly dirty = new Set<number>();
+  /** Hashes known to be in the index (queued or written), most recent last. */
+  private readonly known = new Map<string, true>();
+  private readonly writing = new Map<string, Promise<void>>();
+  /** Writes under way; garbage collection waits for them after sealing the pack. */
+  private active = 0;
+  private idle: Array<() => void> = [];
+
+  private constructor(private readonly dir: string, private readonly store: Store, private readonly strict: boolean) {}
+
+  static async open(stateDir: string, store: Store, strict: boolean): Promise<BlockStore> {
+    const dir = `${stateDir}/${BLOCKS_DIR}`;
+    const bs = new BlockStore(dir, store, strict);
+    let names: string[] = [];
+    try { names = await fsp.readdir(dir); } catch (err) { if (!hasCode(err, 'ENOENT')) throw err; }
+    for (const n of names) {
+      const m = /^pack-([0-9a-f]{8})\.dat$/.exec(n);
+      if (m) bs.nextPack = Math.max(bs.nextPack, parseInt(m[1]!, 16) + 1);
+    }
+    return bs;
+  }
+
+  /**
+   * Stores one block (at most 1 MiB). Returns its hash (empty for zeros); the index entry,
+   * if new, is already queued in the store ahead of anything the caller queues next.
+   */
+  async put(data: Buffer): Promise<Buffer> {
+    if (isZero(data)) return ZERO_HASH;
+    const hash = hashBlock(data);
+    const hex = hash.toString('hex');
+    if (this.known.has(hex)) return hash;
+    const inFlight = this.writing.get(hex);
+    if (inFlight) { await inFlight; return hash; }
+    let done!: () => void;
+    let failed!: (err: unknown) => void;
+    const p = new Promise<void>((res, rej) => { done = res; failed = rej; });
+    p.catch(() => undefined);
+    this.writing.set(hex, p);
+    this.active++;
+    try {
+      if ((await this.store.get(Sublevel.hashes, hex)) === undefined) {
+        const loc = await this.append(data);
+        // Queued now: FIFO order puts it before the caller's references to this hash.
+        this.store.write([{ type: 'put', sub: Sublevel.hashes, key: hex, value: Buffer.from(JSON.stringify(loc)) }])
+          .catch((err) => console.error(`replfs: block index write failed: ${messageOf(err)}`));
+      }
+      this.remember(hex);
+      done();
+      return hash;
+    } catch (err) {
+      failed(err);
+      throw err;
+    } finally {
+      this.writing.delete(hex);
+      if (--this.active === 0) for (const w of this.idle.splice(0)) w();
+    }
+  }
+
+  private async append(data: Buffer): Promise<BlockLocation> {
+    if (this.current < 0 || this.offset >= PACK_LIMIT) await this.startPack();
+    const pack = this.current;
+    const fd = this.currentFd;
+    const offset = this.offset;
+    this.offset = alignUp(offset + data.length);
+    let written = 0;
+    while (written < data.length) written += await io.write(fd, data.subarray(written), data.length - written, offset + written);
+    if (this.strict) await io.fsync(fd, true);
+    else this.dirty.add(pack);
+    return [pack, offset, data.length];
+  }
+
+  private async startPack(): Promise<void> {
+    await fsp.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    const n = this.nextPack++;
+    const fd = await io.open(`${this.dir}/${packName(n)}`, fs.constants.O_RDWR | fs.constants.O_CREAT | fs.constants.O_EXCL, 0o600);
+    this.fds.set(n, fd);
+    this.current = n;
+    this.currentFd = fd;
+    this.offset = 0;
+  }
+
+  private remember(hex: string): void {
+    this.known.delete(hex);
+    this.known.set(hex, true);
+    if (this.known.size > KNOWN_LIMIT) this.known.delete(this.known.keys().next().value!);
+  }
+
+  /** Reads a block by hash and checks it against the hash. */
+  async get(hash: Buffer): Promise<Buffer> {
+    const hex = hash.toString('hex');
+    const raw = await this.store.get(Sublevel.hashes, hex);
+    if (raw === undefined) throw new FsError('EIO', `preserved block ${hex} is missing from the block store`);
+    const [pack, offset, length] = JSON.parse(raw.toString('utf8')) as BlockLocation;
+    const fd = await this.packFd(pack);
+    const buf = Buffer.allocUnsafe(length);
+    let got = 0;
+    while (got < length) {
+      const n = await io.read(fd, buf.subarray(got), length - got, offset + got);
+      if (n === 0) break;
+      got += n;
+    }
+    if (got !== length || !hashBlock(buf).equals(hash)) {
+      throw new FsError('EIO', `preserved block ${hex} is damaged (pack ${packName(pack)}, offset ${offset})`);
+    }
+    return buf;
+  }
+
+  private async packFd(pack: number): Promise<number> {
+    let fd = this.fds.get(pack);
+    if (fd === undefined) {
+      fd = await io.open(`${this.dir}/${packName(pack)}`, fs.constants.O_RDONLY);
+      const raced = this.fds.get(pack);
+      if (raced !== undefined) { fs.close(fd, () => undefined); return raced; }
+      this.fds.set(pack, fd);
+    }
+    return fd;
+  }
+
+  /** Makes every block written so far durable. */
+  async sync(): Promise<void> {
+    const packs = [...this.dirty];
+    this.dirty.clear();
+    await Promise.all(packs.map(async (p) => { const fd = this.fds.get(p); if (fd !== undefined) await io.fsync(fd, true); }));
+  }
+
+  /**
+   * Removes every block whose hash `isLive` rejects and frees its space. The caller holds
+   * the volume's write barrier, so no preservation can take a new reference meanwhile.
+   * The current pack is sealed first; packs started later are left alone.
+   */
+  async collect(isLive: (hex: string) => boolean): Promise<GcResult> {
+    this.current = -1;
+    this.currentFd = -1;
+    const sealedBelow = this.nextPack;
+    if (this.active > 0) await new Promise<void>((res) => this.idle.push(res));
+    const ops: Op[] = [];
+    const live = new Map<number, Array<[number, number]>>();
+    let blocksRemoved = 0;
+    for await (const [hex, value] of this.store.entries(Sublevel.hashes)) {
+      if (isLive(hex)) {
+        const [pack, offset, length] = JSON.parse(value.toString('utf8')) as BlockLocation;
+        let ranges = live.get(pack);
+        if (!ranges) live.set(pack, ranges = []);
+        ranges.push([offset, alignUp(offset + length)]);
+      } else {
+        ops.push({ type: 'del', sub: Sublevel.hashes, key: hex });
+        this.known.delete(hex);
+        blocksRemoved++;
+      }
+    }
+    await this.store.write(ops, true);
+    let packsRemoved = 0;
+    let bytesFreed = 0;
+    let names: string[] = [];
+    try { names = await fsp.readdir(this.dir); } catch (err) { if (!hasCode(err, 'ENOENT')) throw err; }
+    for (const name of names) {
+      const m = /^pack-([0-9a-f]{8})\.dat$/.exec(name);
+      if (!m) continue;
+      const pack = parseInt(m[1]!, 16);
+      if (pack >= sealedBelow) continue;
+      const file = `${this.dir}/${name}`;
+      const before = await fsp.stat(file);
+      const ranges = (live.get(pack) ?? []).sort((a, b) => a[0] - b[0]);
+      if (ranges.length === 0) {
+        const fd = this.fds.get(pack);
+        if (fd !== undefined) { this.fds.delete(pack); await io.close(fd); }
+        await fsp.unlink(file);
+        bytesFreed += before.blocks * 512;
+        packsRemoved++;
+        continue;
+      }
+      const fd = await io.open(file, fs.constants.O_RDWR);
+      try {
+        let at = 0;
+        for (const [start, end] of [...ranges, [alignUp(before.size), alignUp(before.size)] as [number, number]]) {
+          if (start > at) await punchHole(fd, at, start - at).catch((err) => { if (!hasCode(err, 'EOPNOTSUPP')) throw err; });
+          at = Math.max(at, end);
+        }
+      } finally {
+        await io.close(fd);
+      }
+      const after = await fsp.stat(file);
+      bytesFreed += Math.max(0, (before.blocks - after.blocks) * 512);
+    }
+    return { blocksRemoved, packsRemoved, bytesFreed };
+  }
+
+  /** Bytes the pack files take on disk. */
+  async diskUsage(): Promise<number> {
+    let total = 0;
+    let names: string[] = [];
+    try { names = await fsp.readdir(this.dir); } catch { return 0; }
+    for (const n of names) total += (await fsp.stat(`${this.dir}/${n}`)).blocks * 512;
+    return total;
+  }
+
+  async close(): Promise<void> {
+    await this.sync();
+    for (const fd of this.fds.values()) fs.close(fd, () => undefined);
+    this.fds.clear();
+    this.current = -1;
+  }
+}

@@ -1,0 +1,345 @@
+// Reading a volume as of a snapshot. Each object is read by the copy-on-write rule: the
+// preserved version with the smallest v >= s, or else the live value.
+//
+// Every read looks at the live value first and only then for a preserved version. A
+// change is applied only after its preservation is written, so if the live value read
+// was already changed, the preserved version is found; if not, the live value is right.
+// A view's answers therefore never change, and are cached.
+import fs, { constants as fsc } from 'node:fs';
+import { promises as fsp } from 'node:fs';
+import type { BigIntStats } from 'node:fs';
+import { ROOT_FID, type Attr, type DirEntry, type FileId, type TimeSpec } from '../core/types.js';
+import { FsError, hasCode } from '../errors/index.js';
+import type { Backing } from './backing.js';
+import type { BlockStore } from './blocks.js';
+import type { Cow } from './cow.js';
+import type { FileTable } from './files.js';
+import {
+  STATE_DIR, Sublevel, TypeTag, attrKey, hex, unhex,
+  type PreservedAttr, type PreservedEntry, type SnapshotRecord,
+} from './format.js';
+import { io } from './io.js';
+import { fileTypeOf } from './scan.js';
+import type { Store } from './store.js';
+import * as sys from './sys.js';
+
+export interface ViewContext {
+  store: Store;
+  files: FileTable;
+  blocks: BlockStore;
+  cow: Cow;
+  backing: Backing;
+  blockSize: number;
+  farmPath(fid: FileId): string;
+}
+
+const NS = 1_000_000_000n;
+const DT_OF_TAG: Record<string, number> = { f: 8, d: 4, l: 10, p: 1, s: 12, c: 2, b: 6 };
+const CACHE_LIMIT = 20000;
+
+function spec(ns: string): TimeSpec {
+  const n = BigInt(ns);
+  let sec = n / NS;
+  let nsec = n % NS;
+  if (nsec < 0n) { nsec += NS; sec -= 1n; }
+  return { sec: Number(sec), nsec: Number(nsec) };
+}
+
+/** Inode numbers in a view: unique per file within one snapshot, distinct across snapshots. */
+export function viewIno(fid: FileId, epoch: number): number {
+  return (Math.imul(fid, 0x9e3779b1) + Math.imul(epoch, 0x85ebca6b)) >>> 0;
+}
+
+/**
+ * The attributes to preserve for a file: stat fields, xattrs and a symlink's target.
+ * `xattrPath` names the file for the xattr calls; `follow` when it is /proc/self/fd/N.
+ */
+export async function captureAttr(st: BigIntStats, xattrPath: string, follow: boolean): Promise<PreservedAttr> {
+  const t = TypeTag[fileTypeOf(Number(st.mode))];
+  const value: PreservedAttr = {
+    t, mode: Number(st.mode), uid: Number(st.uid), gid: Number(st.gid), size: Number(st.size),
+    blocks: Number(st.blocks), nlink: Number(st.nlink), rdev: Number(st.rdev),
+    atime: st.atimeNs.toString(), mtime: st.mtimeNs.toString(), ctime: st.ctimeNs.toString(),
+  };
+  if (t === TypeTag.symlink) value.l = await fsp.readlink(xattrPath);
+  const names = await (follow ? sys.listxattr(xattrPath) : sys.llistxattr(xattrPath)).catch((err) => {
+    if (hasCode(err, 'ENOTSUP') || hasCode(err, 'EOPNOTSUPP')) return [] as string[];
+    throw err;
+  });
+  if (names.length > 0) {
+    const x: Array<[string, string]> = [];
+    for (const name of names.sort()) {
+      try {
+        const v = await (follow ? sys.getxattr(xattrPath, name) : sys.lgetxattr(xattrPath, name));
+        x.push([name, v.toString('base64')]);
+      } catch (err) {
+        if (!hasCode(err, 'ENODATA')) throw err;
+      }
+    }
+    if (x.length) value.x = x;
+  }
+  return value;
+}
+
+interface Found {
+  fid: FileId;
+  /** Type tag. */
+  t: string;
+}
+
+interface Live {
+  abs: string;
+  st: BigIntStats;
+}
+
+export interface ViewHandle {
+  fid: FileId;
+  size: number;
+  liveFd: number | null;
+  gen: number;
+  map: Map<number, Buffer>;
+}
+
+export class SnapshotView {
+  private readonly paths = new Map<string, Found | null>();
+  private readonly attrs = new Map<FileId, PreservedAttr>();
+
+  constructor(private readonly ctx: ViewContext, readonly snap: SnapshotRecord) {}
+
+  private visible(fid: FileId): boolean {
+    return fid !== 0 && fid < this.snap.nextFid;
+  }
+
+  /** Where the file's inode is reachable now: a live name, or its farm link once deleted. */
+  private async live(fid: FileId): Promise<Live | null> {
+    const { files, backing } = this.ctx;
+    if (fid === ROOT_FID) return { abs: backing.abs(''), st: await io.lstat(backing.abs('')) };
+    const rec = await files.get(fid);
+    if (!rec) return null;
+    const candidates: string[] = [];
+    if (!rec.gone) {
+      for (const name of rec.names) {
+        const rel = files.pathOfName(name);
+        if (rel !== undefined) candidates.push(backing.abs(rel));
+      }
+    }
+    candidates.push(this.ctx.farmPath(fid));
+    for (const abs of candidates) {
+      try {
+        const st = await io.lstat(abs);
+        if (Number(st.ino) === rec.ino) return { abs, st };
+      } catch (err) {
+        if (!hasCode(err, 'ENOENT') && !hasCode(err, 'ENOTDIR')) throw err;
+      }
+    }
+    return null;
+  }
+
+  /** The entry `name` of directory `dir` as of the snapshot. */
+  private async entry(dir: FileId, name: string): Promise<Found | null> {
+    const { files, store, backing } = this.ctx;
+    let live: Found | null = null;
+    const dirRel = files.dirPath(dir);
+    if (dirRel !== undefined && !(dir === ROOT_FID && name === STATE_DIR)) {
+      try {
+        const st = await io.lstat(backing.abs(dirRel === '' ? name : `${dirRel}/${name}`));
+        const fid = files.fidOfIno(Number(st.ino));
+        if (fid !== undefined) live = { fid, t: TypeTag[fileTypeOf(Number(st.mode))] };
+      } catch (err) {
+        if (!hasCode(err, 'ENOENT') && !hasCode(err, 'ENOTDIR')) throw err;
+      }
+    }
+    const prefix = `${hex(dir)}!${name}\0`;
+    let found: Found | null = live;
+    for await (const [, value] of store.entries(Sublevel.dentries, { gte: prefix + hex(this.snap.epoch), lt: `${hex(dir)}!${name}\x01` })) {
+      const pe = JSON.parse(value.toString('utf8')) as PreservedEntry;
+      found = pe.f === 0 ? null : { fid: pe.f, t: pe.t ?? TypeTag.file };
+      break;
+    }
+    return found && this.visible(found.fid) ? found : null;
+  }
+
+  /** Resolves a path inside the snapshot ('' is its root). */
+  async resolve(rel: string): Promise<Found> {
+    if (rel === '') return { fid: ROOT_FID, t: TypeTag.dir };
+    const cached = this.paths.get(rel);
+    if (cached !== undefined) {
+      if (cached === null) throw new FsError('ENOENT');
+      return cached;
+    }
+    const cut = rel.lastIndexOf('/');
+    const parent = await this.resolve(cut < 0 ? '' : rel.slice(0, cut));
+    if (parent.t !== TypeTag.dir) throw new FsError('ENOTDIR');
+    const found = await this.entry(parent.fid, rel.slice(cut + 1));
+    this.remember(this.paths, rel, found);
+    if (!found) throw new FsError('ENOENT');
+    return found;
+  }
+
+  /** Attributes as preserved (smallest v >= s) or live. */
+  async attrOf(fid: FileId): Promise<PreservedAttr> {
+    const cached = this.attrs.get(fid);
+    if (cached) return cached;
+    const live = await this.live(fid);
+    const liveAttr = live ? await captureAttr(live.st, live.abs, false) : null;
+    let value: PreservedAttr | null = null;
+    const { store } = this.ctx;
+    for await (const [, raw] of store.entries(Sublevel.attrs, { gte: attrKey(fid, this.snap.epoch), lt: `${hex(fid)}"` })) {
+      value = JSON.parse(raw.toString('utf8')) as PreservedAttr;
+      break;
+    }
+    value ??= liveAttr;
+    if (!value) throw new FsError('EIO', `file ${fid} of snapshot ${this.snap.name} has neither a preserved nor a live version`);
+    this.remember(this.attrs, fid, value);
+    return value;
+  }
+
+  async getattr(rel: string): Promise<Attr> {
+    const { fid } = await this.resolve(rel);
+    const a = await this.attrOf(fid);
+    return {
+      mode: a.mode, uid: a.uid, gid: a.gid, size: a.size, nlink: a.nlink,
+      ino: viewIno(fid, this.snap.epoch), dev: 0, rdev: a.rdev, blksize: 4096, blocks: a.blocks,
+      atime: spec(a.atime), mtime: spec(a.mtime), ctime: spec(a.ctime),
+    };
+  }
+
+  async readdir(rel: string): Promise<DirEntry[]> {
+    const dir = await this.resolve(rel);
+    if (dir.t !== TypeTag.dir) throw new FsError('ENOTDIR');
+    const { files, store, backing } = this.ctx;
+    const merged = new Map<string, Found | null>();
+    const dirRel = files.dirPath(dir.fid);
+    if (dirRel !== undefined) {
+      try {
+        const listing = await sys.readdirIno(backing.abs(dirRel));
+        for (let i = 0; i < listing.names.length; i++) {
+          const name = listing.names[i]!;
+          if (dir.fid === ROOT_FID && name === STATE_DIR) continue;
+          const fid = files.fidOfIno(listing.inos[i]!);
+          if (fid !== undefined) merged.set(name, { fid, t: tagOfDt(listing.types[i]!) });
+        }
+      } catch (err) {
+        if (!hasCode(err, 'ENOENT') && !hasCode(err, 'ENOTDIR')) throw err;
+      }
+    }
+    const prefix = `${hex(dir.fid)}!`;
+    const decided = new Set<string>();
+    const epochHex = hex(this.snap.epoch);
+    for await (const [key, value] of store.entries(Sublevel.dentries, { gte: prefix, lt: `${hex(dir.fid)}"` })) {
+      const rest = key.slice(prefix.length);
+      const sep = rest.lastIndexOf('\0');
+      const name = rest.slice(0, sep);
+      if (decided.has(name) || rest.slice(sep + 1) < epochHex) continue;
+      decided.add(name);
+      const pe = JSON.parse(value.toString('utf8')) as PreservedEntry;
+      merged.set(name, pe.f === 0 ? null : { fid: pe.f, t: pe.t ?? TypeTag.file });
+    }
+    const out: DirEntry[] = [];
+    for (const [name, f] of merged) {
+      if (!f || !this.visible(f.fid)) continue;
+      out.push({ name, ino: viewIno(f.fid, this.snap.epoch), type: DT_OF_TAG[f.t] ?? 0 });
+    }
+    return out;
+  }
+
+  async readlink(rel: string): Promise<string> {
+    const { fid, t } = await this.resolve(rel);
+    if (t !== TypeTag.symlink) throw new FsError('EINVAL');
+    const a = await this.attrOf(fid);
+    if (a.l === undefined) throw new FsError('EIO', `symlink ${fid} has no preserved target`);
+    return a.l;
+  }
+
+  async listxattr(rel: string): Promise<string[]> {
+    const { fid } = await this.resolve(rel);
+    return ((await this.attrOf(fid)).x ?? []).map(([n]) => n);
+  }
+
+  async getxattr(rel: string, name: string): Promise<Buffer> {
+    const { fid } = await this.resolve(rel);
+    const hit = ((await this.attrOf(fid)).x ?? []).find(([n]) => n === name);
+    if (!hit) throw new FsError('ENODATA');
+    return Buffer.from(hit[1], 'base64');
+  }
+
+  async open(rel: string): Promise<ViewHandle> {
+    const { fid, t } = await this.resolve(rel);
+    if (t === TypeTag.dir) throw new FsError('EISDIR');
+    const a = await this.attrOf(fid);
+    const live = await this.live(fid);
+    let liveFd: number | null = null;
+    if (live && t === TypeTag.file) liveFd = await io.open(live.abs, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+    const h: ViewHandle = { fid, size: a.size, liveFd, gen: this.ctx.cow.gen(fid), map: new Map() };
+    try {
+      h.map = await this.blockMap(fid);
+    } catch (err) {
+      if (liveFd !== null) fs.close(liveFd, () => undefined);
+      throw err;
+    }
+    return h;
+  }
+
+  /** For each preserved block of the file: the hash of its version with the smallest v >= s. */
+  private async blockMap(fid: FileId): Promise<Map<number, Buffer>> {
+    const map = new Map<number, Buffer>();
+    const prefix = `${hex(fid)}!`;
+    for await (const [key, value] of this.ctx.store.entries(Sublevel.blocks, { gte: `${prefix}${hex(this.snap.epoch)}!`, lt: `${hex(fid)}"` })) {
+      const block = unhex(key.slice(prefix.length + 17));
+      if (!map.has(block)) map.set(block, value);
+    }
+    return map;
+  }
+
+  async read(h: ViewHandle, buf: Buffer, len: number, pos: number): Promise<number> {
+    if (pos >= h.size) return 0;
+    len = Math.min(len, h.size - pos);
+    let got = 0;
+    if (h.liveFd !== null) {
+      while (got < len) {
+        const n = await io.read(h.liveFd, buf.subarray(got), len - got, pos + got);
+        if (n === 0) break;
+        got += n;
+      }
+    }
+    buf.fill(0, got, len);
+    const gen = this.ctx.cow.gen(h.fid);
+    if (gen !== h.gen) {
+      h.map = await this.blockMap(h.fid);
+      h.gen = gen;
+    }
+    if (h.map.size === 0) return len;
+    const bs = this.ctx.blockSize;
+    for (let b = Math.floor(pos / bs); b * bs < pos + len; b++) {
+      const hash = h.map.get(b);
+      if (!hash) continue;
+      const from = Math.max(pos, b * bs);
+      const to = Math.min(pos + len, b * bs + bs);
+      if (hash.length === 0) {
+        buf.fill(0, from - pos, to - pos);
+        continue;
+      }
+      const data = await this.ctx.blocks.get(hash);
+      const start = from - b * bs;
+      const end = Math.min(to - b * bs, data.length);
+      if (end > start) data.copy(buf, from - pos, start, end);
+      if (start + (to - from) > Math.max(end, start)) buf.fill(0, from - pos + Math.max(0, end - start), to - pos);
+    }
+    return len;
+  }
+
+  release(h: ViewHandle): void {
+    if (h.liveFd !== null) fs.close(h.liveFd, () => undefined);
+    h.liveFd = null;
+  }
+
+  private remember<K, V>(map: Map<K, V>, key: K, value: V): void {
+    map.set(key, value);
+    if (map.size > CACHE_LIMIT) map.delete(map.keys().next().value!);
+  }
+}
+
+function tagOfDt(dt: number): string {
+  for (const [tag, d] of Object.entries(DT_OF_TAG)) if (d === dt) return tag;
+  return TypeTag.file;
+}
