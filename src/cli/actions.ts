@@ -1,7 +1,8 @@
 // Snapshot operations, shared by the mount daemon (answering the control socket) and the
 // CLI working on an unmounted volume directly, so both behave the same.
 import { ReplfsError } from '../errors/index.js';
-import { isSnapshotName, type SnapshotRecord, type Volume } from '../volume/index.js';
+import { isSnapshotName, type GcReport, type SnapshotRecord, type Volume } from '../volume/index.js';
+import { decide, PolicyError, type KeepPolicy } from '../policy/retention.js';
 import { ConfigError, parseQuiesce, runHook, type HookOutcome } from '../policy/hooks.js';
 
 export interface ActionContext {
@@ -82,14 +83,48 @@ const list: Action = async (volume) => {
 const remove: Action = async (volume, args) => {
   const name = str(args, 'name') ?? '';
   checkSnapshotName(name);
-  const gc = await volume.deleteSnapshot(name);
+  const gc = await volume.deleteSnapshots([name]);
   return { deleted: name, gc };
 };
 
+export interface PruneResult {
+  dryRun: boolean;
+  kept: Array<{ name: string; reasons: string[] }>;
+  removed: string[];
+  gc: GcReport | null;
+}
+
+const prune: Action = async (volume, args) => {
+  const policy = args.policy as KeepPolicy;
+  const snaps = volume.snapshots();
+  let verdicts;
+  try {
+    verdicts = decide(snaps.map((s) => ({ name: s.name, time: Date.parse(s.sourceTime) })), policy);
+  } catch (err) {
+    if (err instanceof PolicyError) throw new ReplfsError('usage', err.message);
+    throw err;
+  }
+  const removed = verdicts.filter((v) => !v.keep).map((v) => v.name);
+  const kept = verdicts.filter((v) => v.keep).map((v) => ({ name: v.name, reasons: v.reasons }));
+  const dryRun = args.dryRun === true;
+  const gc = dryRun ? null : await volume.deleteSnapshots(removed);
+  return { dryRun, kept, removed, gc } satisfies PruneResult;
+};
+
+const diff: Action = async (volume, args) => {
+  const from = str(args, 'from') ?? '';
+  const to = str(args, 'to') ?? 'live';
+  checkSnapshotName(from);
+  if (to !== 'live') checkSnapshotName(to);
+  return volume.diff(from, to);
+};
+
 export const ACTIONS: Record<string, Action> = {
+  diff,
   snapshot,
   snapshots: list,
   'snapshot-delete': remove,
+  prune,
 };
 
 /** Whether an action changes the volume (run directly, it needs the volume open for writing). */

@@ -9,8 +9,10 @@ import { status } from './status.js';
 import { journal } from './journal.js';
 import { demo } from './demo.js';
 import { snapshot, snapshots } from './snapshot.js';
+import { prune } from './prune.js';
+import { diff } from './diff.js';
 
-export const COMMANDS: Command[] = [init, mount, unmount, status, journal, snapshot, snapshots, demo];
+export const COMMANDS: Command[] = [init, mount, unmount, status, journal, snapshot, snapshots, diff, prune, demo];
 
 export function mainHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;

@@ -67,6 +67,35 @@ export interface JournalFile {
   unknown: UnknownReason | null;
 }
 
+/** How a file differs between two points in time. */
+export type DiffStatus = 'added' | 'removed' | 'modified' | 'renamed' | 'attributes';
+
+export interface DiffEntry {
+  id: FileId;
+  type: FileType;
+  status: DiffStatus;
+  /** Paths at the older point (empty if added) and at the newer one (empty if removed). */
+  before: string[];
+  after: string[];
+  /** Moved or linked under other names (also set alongside `modified`). */
+  renamed: boolean;
+  kinds: ChangeKindName[];
+  /** Changed byte ranges, block aligned, clipped to the newer size (data changes only). */
+  extents: Extent[];
+  size: number;
+  /** Set when the journal cannot vouch for the extents: compare the whole file. */
+  unknown: UnknownReason | null;
+}
+
+export interface DiffReport {
+  from: string;
+  /** A snapshot name, or "live". */
+  to: string;
+  blockSize: number;
+  files: DiffEntry[];
+  totals: Record<DiffStatus, number> & { changedBytes: number };
+}
+
 export interface JournalReport {
   formatVersion: number;
   epoch: Epoch;

@@ -125,7 +125,7 @@ export interface SnapshotRecord {
 /**
  * attrs/<fid>!<version>: a file's attributes as they were at the end of epoch `version`.
  * Times in nanoseconds as decimal strings; `x` the xattrs (name, base64 value); `l` a
- * symlink's target.
+ * symlink's target; `n` its names.
  */
 export interface PreservedAttr {
   t: string;
@@ -141,6 +141,8 @@ export interface PreservedAttr {
   ctime: string;
   x?: Array<[string, string]>;
   l?: string;
+  /** The file's names then ([parent id, name] pairs), so paths as of a snapshot need no tree walk. */
+  n?: NameRef[];
 }
 
 /** dentries/<dir>!<name>\0<version>: what the entry held at the end of epoch `version`; f 0 = no entry. */

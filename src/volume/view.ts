@@ -194,6 +194,37 @@ export class SnapshotView {
     return value;
   }
 
+  /** The preserved attributes with the smallest version >= s, if any. */
+  private async preservedAttr(fid: FileId): Promise<PreservedAttr | null> {
+    for await (const [, raw] of this.ctx.store.entries(Sublevel.attrs, { gte: attrKey(fid, this.snap.epoch), lt: `${hex(fid)}"` })) {
+      return JSON.parse(raw.toString('utf8')) as PreservedAttr;
+    }
+    return null;
+  }
+
+  /** Whether the file is in the snapshot: made before it, and not yet deleted then. */
+  async has(fid: FileId): Promise<boolean> {
+    if (!this.visible(fid)) return false;
+    if (fid === ROOT_FID) return true;
+    const rec = await this.ctx.files.get(fid);
+    if (!rec) return false;
+    return !rec.gone || (rec.died ?? 0) > this.snap.epoch;
+  }
+
+  /** The file's paths as of the snapshot, from preserved names, without walking the tree. */
+  async pathsOf(fid: FileId, depth = 0): Promise<string[]> {
+    if (fid === ROOT_FID) return [''];
+    if (depth > 4096) return [];
+    const pres = await this.preservedAttr(fid);
+    const names = pres?.n ?? (await this.ctx.files.get(fid))?.names ?? [];
+    const out: string[] = [];
+    for (const [parent, name] of names) {
+      const up = await this.pathsOf(parent, depth + 1);
+      if (up.length) out.push(up[0] === '' ? name : `${up[0]}/${name}`);
+    }
+    return out.sort();
+  }
+
   async getattr(rel: string): Promise<Attr> {
     const { fid } = await this.resolve(rel);
     const a = await this.attrOf(fid);

@@ -9,6 +9,7 @@ import path from 'node:path';
 import {
   ChangeKind, ROOT_FID, changeKindNames,
   type Attr, type DirEntry, type FileId, type JournalFile, type JournalReport, type StatFs, type TimeSpec, type VolumeStatus,
+  type DiffEntry, type DiffReport, type DiffStatus, type Extent, type UnknownReason,
 } from '../core/types.js';
 import { FsError, ReplfsError, hasCode, messageOf } from '../errors/index.js';
 import {
@@ -21,7 +22,7 @@ import { FileTable } from './files.js';
 import { Journal } from './journal.js';
 import { Store, putJson, type Op } from './store.js';
 import { baseline, fileTypeOf, reconcile, recordFromStat, type ReconcileResult } from './scan.js';
-import { totalLength } from './extents.js';
+import { clip, coalesce, totalLength } from './extents.js';
 import { readMounts, isUnder, REPLFS_FSTYPE } from './mounts.js';
 import * as sys from './sys.js';
 import { io } from './io.js';
@@ -500,9 +501,13 @@ export class Volume {
   private keepAttrs(fid: FileId, where: string | number): Promise<PreservedAttr | null> {
     if (!this.cow.needs(fid)) return NOTHING;
     return this.cow.keepAttrs(fid, async () => {
-      if (typeof where === 'number') return captureAttr(await io.fstat(where), `/proc/self/fd/${where}`, true);
-      const abs = this.abs(where);
-      return captureAttr(await io.lstat(abs), abs, false);
+      const abs = typeof where === 'number' ? `/proc/self/fd/${where}` : this.abs(where);
+      const [value, rec] = await Promise.all([
+        captureAttr(await (typeof where === 'number' ? io.fstat(where) : io.lstat(abs)), abs, typeof where === 'number'),
+        this.files.get(fid),
+      ]);
+      if (rec && !rec.gone) value.n = rec.names;
+      return value;
     });
   }
 
@@ -1049,13 +1054,15 @@ export class Volume {
     return n >= VIEW_HANDLE_BASE;
   }
 
-  /** Deletes a snapshot and frees what only it needed. */
-  async deleteSnapshot(name: string): Promise<GcReport> {
+  /** Deletes snapshots and frees what only they needed. */
+  async deleteSnapshots(names: string[]): Promise<GcReport> {
     if (!this.writable) throw new ReplfsError('refused', 'the volume is open read-only');
-    const rec = this.snapshotNamed(name);
-    await this.store.write([{ type: 'del', sub: Sublevel.snapshots, key: snapshotKey(rec.epoch) }], true);
-    this.catalog.remove(rec);
-    this.views.delete(rec.epoch);
+    const recs = names.map((n) => this.snapshotNamed(n));
+    await this.store.write(recs.map((rec) => ({ type: 'del' as const, sub: Sublevel.snapshots, key: snapshotKey(rec.epoch) })), true);
+    for (const rec of recs) {
+      this.catalog.remove(rec);
+      this.views.delete(rec.epoch);
+    }
     this.cow.setEpoch(this.journal.epoch, this.catalog.newest()?.nextFid ?? 0);
     return this.collectGarbage();
   }
@@ -1197,6 +1204,74 @@ export class Volume {
       if (st) out.set(seen[0]!.epoch, out.get(seen[0]!.epoch)! + Number(st.blocks) * 512);
     }
     return out;
+  }
+
+  /**
+   * What changed between snapshot `fromName` and snapshot `toName` (or the live volume),
+   * from the journal epochs in between: no tree walk.
+   */
+  async diff(fromName: string, toName: string): Promise<DiffReport> {
+    const from = this.snapshotNamed(fromName);
+    const to = toName === 'live' ? null : this.snapshotNamed(toName);
+    if (to && to.epoch <= from.epoch) {
+      throw new ReplfsError('usage', `${toName} is not newer than ${fromName}`, `swap them: replfs diff <path> ${toName} ${fromName}`);
+    }
+    const last = to ? to.epoch : this.journal.epoch;
+    const bpr = blocksPerRegion(this.config.blockSize);
+    const merged = new Map<FileId, { kinds: number; unknown: UnknownReason | null; extents: Extent[] }>();
+    for (let e = from.epoch + 1; e <= last; e++) {
+      const journal = e === this.journal.epoch ? this.journal : await Journal.load(this.store, e, this.config.blockSize, bpr);
+      for (const js of journal.fileStates()) {
+        const m = merged.get(js.fid) ?? { kinds: 0, unknown: null, extents: [] };
+        m.kinds |= js.kinds;
+        m.unknown ??= js.unknown;
+        if (js.kinds & (ChangeKind.data | ChangeKind.truncated | ChangeKind.created)) m.extents.push(...js.extents(Number.MAX_SAFE_INTEGER));
+        merged.set(js.fid, m);
+      }
+    }
+    const before = this.view(fromName);
+    const after = to ? this.view(toName) : null;
+    const files: DiffEntry[] = [];
+    for (const [fid, m] of merged) {
+      const rec = await this.files.get(fid);
+      if (!rec) continue;
+      const type = this.files.typeOf(rec);
+      const inBefore = await before.has(fid);
+      const inAfter = after ? await after.has(fid) : !rec.gone;
+      if (!inBefore && !inAfter) continue;
+      const pathsBefore = inBefore ? await before.pathsOf(fid) : [];
+      const pathsAfter = !inAfter ? [] : after ? await after.pathsOf(fid) : rec.names.map((n) => this.files.pathOfName(n)).filter((x): x is string => x !== undefined).sort();
+      let size = 0;
+      if (inAfter) {
+        if (after) size = (await after.attrOf(fid)).size;
+        else { const st = pathsAfter[0] !== undefined ? await this.lstatOrNull(pathsAfter[0]) : null; size = st ? Number(st.size) : rec.size; }
+      }
+      // Moved by its own rename or link change; a file whose directory moved only has new paths.
+      const renamed = inBefore && inAfter && (m.kinds & (ChangeKind.renamed | ChangeKind.linked | ChangeKind.unlinked)) !== 0
+        && pathsBefore.join('\0') !== pathsAfter.join('\0');
+      const data = (m.kinds & (ChangeKind.data | ChangeKind.truncated)) !== 0 || m.unknown !== null;
+      const attrs = (m.kinds & (ChangeKind.attributes | ChangeKind.xattrs)) !== 0;
+      let status: DiffStatus;
+      if (!inBefore) status = 'added';
+      else if (!inAfter) status = 'removed';
+      else if (data && type === 'file') status = 'modified';
+      else if (renamed) status = 'renamed';
+      else if (attrs || data) status = 'attributes';
+      else continue;
+      const extents = type === 'file' && inAfter ? (status === 'added' ? (size > 0 ? [{ offset: 0, length: size }] : []) : clip(coalesce(m.extents), size)) : [];
+      files.push({
+        id: fid, type, status, before: pathsBefore, after: pathsAfter, renamed,
+        kinds: changeKindNames(m.kinds & ~ChangeKind.entries), extents, size, unknown: m.unknown,
+      });
+    }
+    files.sort((x, y) => {
+      const a = x.after[0] ?? x.before[0] ?? '';
+      const b = y.after[0] ?? y.before[0] ?? '';
+      return a < b ? -1 : a > b ? 1 : x.id - y.id;
+    });
+    const totals = { added: 0, removed: 0, modified: 0, renamed: 0, attributes: 0, changedBytes: 0 };
+    for (const f of files) { totals[f.status]++; totals.changedBytes += totalLength(f.extents); }
+    return { from: fromName, to: to ? toName : 'live', blockSize: this.config.blockSize, files, totals };
   }
 
   /** Space held by preserved data: the block store's pack files. */
