@@ -1,5 +1,6 @@
 // Snapshot operations, shared by the mount daemon (answering the control socket) and the
 // CLI working on an unmounted volume directly, so both behave the same.
+import path from 'node:path';
 import { ReplfsError } from '../errors/index.js';
 import { isSnapshotName, type GcReport, type SnapshotRecord, type Volume } from '../volume/index.js';
 import { decide, PolicyError, type KeepPolicy } from '../policy/retention.js';
@@ -119,8 +120,26 @@ const diff: Action = async (volume, args) => {
   return volume.diff(from, to);
 };
 
+const restore: Action = async (volume, args, ctx) => {
+  const name = str(args, 'name') ?? '';
+  checkSnapshotName(name);
+  const from = (str(args, 'from') ?? '').replace(/^\/+|\/+$/g, '');
+  const to = str(args, 'to');
+  if (to === undefined) return volume.restore(name, from, { intoRel: from });
+  if (!path.isAbsolute(to)) throw new ReplfsError('usage', `--to must be an absolute path, got ${JSON.stringify(to)}`);
+  for (const base of [ctx.mountpoint, volume.root]) {
+    if (base && (to === base || to.startsWith(base + '/'))) {
+      const rel = path.relative(base, to);
+      const leaf = from === '' ? '' : from.slice(from.lastIndexOf('/') + 1);
+      return volume.restore(name, from, { intoRel: [rel, leaf].filter(Boolean).join('/') });
+    }
+  }
+  return volume.restore(name, from, { intoDir: to });
+};
+
 export const ACTIONS: Record<string, Action> = {
   diff,
+  restore,
   snapshot,
   snapshots: list,
   'snapshot-delete': remove,

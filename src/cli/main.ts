@@ -11,8 +11,9 @@ import { demo } from './demo.js';
 import { snapshot, snapshots } from './snapshot.js';
 import { prune } from './prune.js';
 import { diff } from './diff.js';
+import { restore } from './restore.js';
 
-export const COMMANDS: Command[] = [init, mount, unmount, status, journal, snapshot, snapshots, diff, prune, demo];
+export const COMMANDS: Command[] = [init, mount, unmount, status, journal, snapshot, snapshots, diff, restore, prune, demo];
 
 export function mainHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;

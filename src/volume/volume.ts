@@ -31,6 +31,7 @@ import { Cow } from './cow.js';
 import { Catalog } from './snapshots.js';
 import { Barrier } from './barrier.js';
 import { SnapshotView, captureAttr, type ViewHandle } from './view.js';
+import { DirSink, restoreTree, type RestoreReport, type Sink } from './restore.js';
 
 /** Who is asking, as the kernel reports it. */
 export interface Caller {
@@ -1274,6 +1275,37 @@ export class Volume {
     return { from: fromName, to: to ? toName : 'live', blockSize: this.config.blockSize, files, totals };
   }
 
+  /**
+   * Copies `from` (a path inside snapshot `name`) back into the volume at `intoRel`, or
+   * into the directory `intoDir` elsewhere (as `<intoDir>/<last component of from>`, or
+   * its contents when `from` is the snapshot's root).
+   */
+  async restore(name: string, from: string, dest: { intoRel: string } | { intoDir: string }): Promise<RestoreReport> {
+    const view = this.view(name);
+    for (const part of from === '' ? [] : from.split('/')) {
+      if (part === '' || part === '.' || part === '..') throw new ReplfsError('usage', `${JSON.stringify(from)} is not a plain path inside the snapshot`);
+    }
+    try {
+      await view.resolve(from);
+    } catch (err) {
+      if (hasCode(err, 'ENOENT', 'ENOTDIR')) throw new ReplfsError('notFound', `${from || '/'} is not in snapshot ${name}`);
+      throw err;
+    }
+    if ('intoDir' in dest) {
+      await fsp.mkdir(dest.intoDir, { recursive: true });
+      return restoreTree(view, from, new DirSink(dest.intoDir), from === '' ? '' : baseName(from));
+    }
+    const top = dest.intoRel.split('/')[0];
+    if (top === STATE_DIR || top === SNAPSHOT_DIR) throw new ReplfsError('refused', `cannot restore into ${dest.intoRel}: it is reserved`);
+    if (!this.writable) throw new ReplfsError('refused', 'the volume is open read-only');
+    return restoreTree(view, from, new VolumeSink(this, dest.intoRel), '');
+  }
+
+  /** lstat of a path in the volume, or null if there is nothing there. */
+  async lstatRel(rel: string): Promise<BigIntStats | null> {
+    try { return await io.lstat(this.abs(rel)); } catch (err) { if (hasCode(err, 'ENOENT')) return null; throw err; }
+  }
+
   /** Space held by preserved data: the block store's pack files. */
   async preservedBytes(): Promise<number> {
     return this.blocks.diskUsage();
@@ -1347,6 +1379,45 @@ export class Volume {
 }
 
 // ---------------------------------------------------------------- module helpers
+
+/** Restores into the volume through its own operations: journaled and copy-on-write like any change. */
+class VolumeSink implements Sink {
+  private readonly caller: Caller;
+
+  constructor(private readonly v: Volume, private readonly base: string) {
+    this.caller = { uid: v.myUid, gid: v.myGid, pid: process.pid };
+  }
+
+  private rel(rel: string): string {
+    return rel === '' ? this.base : this.base === '' ? rel : `${this.base}/${rel}`;
+  }
+
+  private p(rel: string): string {
+    return '/' + this.rel(rel);
+  }
+
+  lstat(rel: string) { return this.v.lstatRel(this.rel(rel)); }
+  async mkdir(rel: string, mode: number) { await this.v.mkdir(this.p(rel), mode, this.caller); }
+  async remove(rel: string, isDir: boolean) { await (isDir ? this.v.rmdir(this.p(rel)) : this.v.unlink(this.p(rel))); }
+  create(rel: string, mode: number) { return this.v.create(this.p(rel), mode, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_TRUNC, this.caller); }
+  async write(fd: number, buf: Buffer, len: number, pos: number) {
+    for (let done = 0; done < len;) done += await this.v.write(fd, buf.subarray(done), len - done, pos + done);
+  }
+  async finish(fd: number, rel: string, size: number) {
+    try { await this.v.ftruncate(this.p(rel), fd, size); } finally { await this.v.release(fd); }
+  }
+  async symlink(target: string, rel: string) { await this.v.symlink(target, this.p(rel), this.caller); }
+  async link(existing: string, rel: string) { await this.v.link(this.p(existing), this.p(rel)); }
+  async mknod(rel: string, mode: number, rdev: number) { await this.v.mknod(this.p(rel), mode, rdev, this.caller); }
+  async setAttrs(rel: string, a: PreservedAttr, isLink: boolean) {
+    const p = this.p(rel);
+    await this.v.chown(p, a.uid, a.gid);
+    if (!isLink) await this.v.chmod(p, a.mode & 0o7777);
+    for (const [name, value] of a.x ?? []) await this.v.setxattr(p, name, Buffer.from(value, 'base64'), 0);
+    const ns = (t: string) => { const n = BigInt(t); return { sec: Number(n / NS), nsec: Number(n % NS) }; };
+    await this.v.utimens(p, ns(a.atime), ns(a.mtime));
+  }
+}
 
 async function readConfig(backing: Backing, root: string): Promise<VolumeConfig> {
   let text: string;

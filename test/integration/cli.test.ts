@@ -648,7 +648,7 @@ function checkStatus(t: ExecutionContext, out: string, dir: string, mounted: boo
   for (const k of STATUS_JOURNAL_FIELDS) t.true(Number.isInteger(j[k]) && (j[k] as number) >= 0, `journal.${k}`);
   t.is(s.root, dir);
   t.regex(s.volumeId as string, /^[0-9a-f-]{36}$/);
-  t.is(s.formatVersion, 1);
+  t.is(s.formatVersion, 2);
   t.is(s.blockSize, 65536);
   t.true(Number.isInteger(s.epoch) && (s.epoch as number) >= 1);
   t.is(s.mounted, mounted);
@@ -661,7 +661,7 @@ function checkStatus(t: ExecutionContext, out: string, dir: string, mounted: boo
 function checkJournal(t: ExecutionContext, out: string): { files: Array<Record<string, unknown>>; totals: Record<string, number> } {
   const r = JSON.parse(out) as Record<string, unknown>;
   hasFields(t, r, JOURNAL_FIELDS, 'journal');
-  t.is(r.formatVersion, 1);
+  t.is(r.formatVersion, 2);
   t.false(Number.isNaN(Date.parse(r.since as string)), 'since is a timestamp');
   const totals = r.totals as Record<string, number>;
   t.deepEqual(Object.keys(totals).sort(), ['dirtyBytes', 'files']);
