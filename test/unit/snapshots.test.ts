@@ -1,0 +1,211 @@
+// Copy-on-write snapshots in the engine, without FUSE: each change made through the
+// Volume's own operations, each snapshot read through its view and compared with what the
+// tree held when it was taken.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { randomBytes } from 'node:crypto';
+import test from '../helpers/ava.js';
+import { Volume } from '../../src/volume/volume.js';
+import { snapshotName, isSnapshotName, Catalog } from '../../src/volume/snapshots.js';
+import type { SnapshotView } from '../../src/volume/view.js';
+
+const me = { uid: process.getuid!(), gid: process.getgid!(), pid: process.pid };
+const { O_RDWR, O_WRONLY, O_CREAT } = fs.constants;
+
+function tmp(t: { teardown(fn: () => unknown): void }): string {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'replfs-snap-'));
+  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+async function put(v: Volume, p: string, data: Buffer | string, pos = 0): Promise<void> {
+  const fd = await v.create(p, 0o644, O_WRONLY | O_CREAT, me);
+  const buf = Buffer.from(data);
+  await v.write(fd, buf, buf.length, pos);
+  await v.release(fd);
+}
+
+async function writeAt(v: Volume, p: string, data: Buffer | string, pos: number): Promise<void> {
+  const fd = await v.open(p, O_RDWR);
+  const buf = Buffer.from(data);
+  await v.write(fd, buf, buf.length, pos);
+  await v.release(fd);
+}
+
+async function readAll(view: SnapshotView, rel: string): Promise<Buffer> {
+  const h = await view.open(rel);
+  try {
+    const out = Buffer.alloc(h.size);
+    for (let pos = 0; pos < h.size;) {
+      const n = await view.read(h, out.subarray(pos), Math.min(1 << 20, h.size - pos), pos);
+      if (n === 0) break;
+      pos += n;
+    }
+    return out;
+  } finally {
+    view.release(h);
+  }
+}
+
+/** Every path of a view with its type, size, mode and content hash, for comparing trees. */
+async function describe(view: SnapshotView, rel = ''): Promise<Record<string, string>> {
+  const out: Record<string, string> = {};
+  for (const e of await view.readdir(rel)) {
+    const p = rel === '' ? e.name : `${rel}/${e.name}`;
+    const a = await view.getattr(p);
+    const kind = a.mode & 0o170000;
+    if (kind === 0o040000) {
+      out[p] = `dir ${(a.mode & 0o7777).toString(8)}`;
+      Object.assign(out, await describe(view, p));
+    } else if (kind === 0o120000) {
+      out[p] = `link ${await view.readlink(p)}`;
+    } else {
+      out[p] = `file ${(a.mode & 0o7777).toString(8)} ${a.size} ${(await readAll(view, p)).toString('base64')}`;
+    }
+  }
+  return out;
+}
+
+/** The same description of the live backing directory. */
+function describeDir(root: string, rel = ''): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const name of fs.readdirSync(path.join(root, rel)).sort()) {
+    if (rel === '' && name === '.replfs') continue;
+    const p = rel === '' ? name : `${rel}/${name}`;
+    const st = fs.lstatSync(path.join(root, p));
+    if (st.isDirectory()) {
+      out[p] = `dir ${(st.mode & 0o7777).toString(8)}`;
+      Object.assign(out, describeDir(root, p));
+    } else if (st.isSymbolicLink()) {
+      out[p] = `link ${fs.readlinkSync(path.join(root, p))}`;
+    } else {
+      out[p] = `file ${(st.mode & 0o7777).toString(8)} ${st.size} ${fs.readFileSync(path.join(root, p)).toString('base64')}`;
+    }
+  }
+  return out;
+}
+
+const sorted = (r: Record<string, string>) => Object.fromEntries(Object.entries(r).sort(([a], [b]) => (a < b ? -1 : 1)));
+
+test('snapshot names: UTC seconds without colons, -1 and -2 on collision', (t) => {
+  const at = new Date('2026-11-25T11:05:18.734Z');
+  t.is(snapshotName(at, () => false), '2026-11-25T11-05-18Z');
+  const taken = new Set(['2026-11-25T11-05-18Z', '2026-11-25T11-05-18Z-1']);
+  t.is(snapshotName(at, (n) => taken.has(n)), '2026-11-25T11-05-18Z-2');
+  for (const ok of ['2026-11-25T11-05-18Z', '2026-11-25T11-05-18Z-12']) t.true(isSnapshotName(ok), ok);
+  for (const bad of ['', 'latest', '../x', '2026-11-25T11:05:18Z', '2026-11-25T11-05-18Z-0', '2026-11-25T11-05-18Z/', 'x2026-11-25T11-05-18Z']) t.false(isSnapshotName(bad), bad);
+  const c = new Catalog();
+  t.is(c.reserve(at), '2026-11-25T11-05-18Z');
+  t.is(c.reserve(at), '2026-11-25T11-05-18Z-1', 'a reserved name is not handed out twice');
+});
+
+test('every kind of change leaves earlier snapshots exactly as they were', async (t) => {
+  const dir = tmp(t);
+  fs.mkdirSync(path.join(dir, 'a/b'), { recursive: true });
+  fs.writeFileSync(path.join(dir, 'a/b/f'), Buffer.alloc(200_000, 7));
+  fs.writeFileSync(path.join(dir, 'keep'), 'keep');
+  fs.writeFileSync(path.join(dir, 'db'), 'old database');
+  await Volume.init(dir, { blockSize: 4096 });
+  const v = (await Volume.open(dir, { writable: true })).volume;
+  try {
+    const expected: Array<[string, Record<string, string>]> = [];
+    const snap = async () => {
+      const rec = await v.snapshot();
+      expected.push([rec.name, describeDir(dir)]);
+    };
+    await snap();
+    // Overwrite across a block boundary, append, shrink, grow.
+    await writeAt(v, '/a/b/f', Buffer.alloc(10_000, 1), 4000);
+    await writeAt(v, '/keep', '+more', 4);
+    await snap();
+    await v.truncate('/a/b/f', 5000);
+    await v.truncate('/keep', 100_000);
+    await v.chmod('/keep', 0o600);
+    await snap();
+    // Replace by rename (atomic save), hard links, rename of a whole directory, unlink, reuse of a name.
+    await put(v, '/db.tmp', 'new database');
+    await v.rename('/db.tmp', '/db');
+    await v.link('/keep', '/a/keep-link');
+    await v.rename('/a', '/z');
+    await v.unlink('/keep');
+    await put(v, '/keep', 'a new file under the old name');
+    await v.symlink('z/b/f', '/sym', me);
+    await v.mkdir('/empty', 0o755, me);
+    await snap();
+    await v.rmdir('/empty');
+    await v.unlink('/sym');
+    await v.unlink('/z/keep-link');
+    await writeAt(v, '/z/b/f', Buffer.alloc(3000, 9), 0);
+    for (const [name, want] of expected) {
+      t.deepEqual(sorted(await describe(v.view(name))), sorted(want), `snapshot ${name}`);
+    }
+    // The diff between the first and the last snapshot names what changed.
+    const d = await v.diff(expected[0]![0], expected.at(-1)![0]);
+    const byPath = Object.fromEntries(d.files.map((f) => [f.after[0] ?? f.before[0], f.status]));
+    t.is(byPath['db'], 'added', 'the saved-over file is a new file');
+    t.is(byPath['z'], 'renamed');
+    t.is(byPath['z/b/f'], 'modified');
+  } finally {
+    await v.close();
+  }
+});
+
+test('identical blocks are stored once', async (t) => {
+  const dir = tmp(t);
+  fs.writeFileSync(path.join(dir, 'same'), Buffer.alloc(1 << 20, 3));
+  await Volume.init(dir, { blockSize: 65536 });
+  const v = (await Volume.open(dir, { writable: true })).volume;
+  try {
+    await v.snapshot();
+    await writeAt(v, '/same', Buffer.alloc(1 << 20, 4), 0);
+    const held = await v.preservedBytes();
+    t.true(held >= 65536 && held < 2 * 65536, `16 identical blocks take one block (${held})`);
+  } finally {
+    await v.close();
+  }
+});
+
+test('deleting snapshots frees the blocks only they held and keeps the others exact', async (t) => {
+  const dir = tmp(t);
+  fs.writeFileSync(path.join(dir, 'big'), randomBytes(1 << 20));
+  await Volume.init(dir, { blockSize: 65536 });
+  const v = (await Volume.open(dir, { writable: true })).volume;
+  try {
+    const first = await v.snapshot();
+    const firstTree = describeDir(dir);
+    await writeAt(v, '/big', randomBytes(1 << 20), 0);
+    const second = await v.snapshot();
+    const secondTree = describeDir(dir);
+    await writeAt(v, '/big', randomBytes(1 << 20), 0);
+    const held = await v.preservedBytes();
+    t.true(held >= 2 << 20, `two versions of 1 MiB are held (${held})`);
+    const gc = await v.deleteSnapshots([first.name]);
+    t.is(gc.storeBlocks, 16, 'the first version (16 blocks of 64 KiB) is gone from the store');
+    t.deepEqual(sorted(await describe(v.view(second.name))), sorted(secondTree));
+    t.true((await v.preservedBytes()) < held, 'space was given back');
+    t.throws(() => v.view(first.name), { code: 'ENOENT' });
+    t.truthy(firstTree);
+    await v.deleteSnapshots([second.name]);
+    t.is(await v.preservedBytes(), 0, 'nothing is preserved once no snapshot is left');
+  } finally {
+    await v.close();
+  }
+});
+
+test('snapshots survive closing and reopening the volume', async (t) => {
+  const dir = tmp(t);
+  fs.writeFileSync(path.join(dir, 'f'), 'one');
+  await Volume.init(dir);
+  let v = (await Volume.open(dir, { writable: true })).volume;
+  const rec = await v.snapshot({ label: 'before' });
+  await writeAt(v, '/f', 'two', 0);
+  await v.close();
+  v = (await Volume.open(dir, { writable: false })).volume;
+  try {
+    t.is(v.snapshots()[0]!.label, 'before');
+    t.is((await readAll(v.view(rec.name), 'f')).toString(), 'one');
+  } finally {
+    await v.close();
+  }
+});
