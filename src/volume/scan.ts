@@ -122,17 +122,19 @@ export async function reconcile(
   files: FileTable,
   journal: Journal,
   recorded: Map<FileId, FileRecord>,
+  /** Called before a leftover `.fuse_hidden` file is removed, with the id it had. */
+  beforeRemove?: (rel: string, fid: FileId) => Promise<void>,
 ): Promise<ReconcileResult> {
   const result: ReconcileResult = { ops: [], created: 0, changed: 0, moved: 0, deleted: 0 };
   const ops = result.ops;
   const byIno = new Map<number, FileId>();
   for (const [fid, rec] of recorded) if (!rec.gone && fid !== ROOT_FID) byIno.set(rec.ino, fid);
   const seen = new Map<FileId, { st: BigIntStats; names: NameRef[] }>();
-  const leftovers: string[] = [];
+  const leftovers: Array<[string, FileId | undefined]> = [];
 
   await walk(backing, new Set([STATE_DIR]), ({ rel, parent, name, st }) => {
     if (FUSE_HIDDEN.test(name) && !st.isDirectory()) {
-      leftovers.push(rel);
+      leftovers.push([rel, byIno.get(Number(st.ino))]);
       return undefined;
     }
     const ino = Number(st.ino);
@@ -154,7 +156,10 @@ export async function reconcile(
 
   // Files unlinked while open that a killed daemon never got to remove; nobody can have
   // them open now, so they go the way their last close would have sent them.
-  for (const rel of leftovers) await unlink(backing.abs(rel)).catch(() => undefined);
+  for (const [rel, fid] of leftovers) {
+    if (fid !== undefined && beforeRemove) await beforeRemove(rel, fid);
+    await unlink(backing.abs(rel)).catch(() => undefined);
+  }
 
   const rootRec = recorded.get(ROOT_FID);
   const rootNow = recordFromStat(await lstat(backing.abs(''), { bigint: true }), []);
@@ -174,7 +179,7 @@ export async function reconcile(
     if (!now) {
       ops.push(...journal.mark(fid, ChangeKind.deleted | ChangeKind.unlinked));
       for (const ref of rec.names) entryChanged(ref, ChangeKind.deleted);
-      ops.push(files.put(fid, { ...rec, gone: true }));
+      ops.push(files.put(fid, { ...rec, gone: true, died: journal.epoch }));
       result.deleted++;
       continue;
     }

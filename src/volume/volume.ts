@@ -283,7 +283,10 @@ export class Volume {
       const recovered = journal.recoverPending();
       report.recoveredRegions = recovered.regions;
       await volume.tidyFarm();
-      const offline = await reconcile(backing, files, journal, recorded!);
+      // A file unlinked while open and left behind by a killed daemon: snapshots may still show it.
+      const offline = await reconcile(backing, files, journal, recorded!, async (rel, fid) => {
+        if (cow.needs(fid)) await volume.farm(fid, rel);
+      });
       const { ops: offlineOps, ...counts } = offline;
       report.offline = counts;
       await writeChunked(store, [...recovered.ops, ...offlineOps, ...journal.flushOps(),

@@ -209,3 +209,30 @@ test('snapshots survive closing and reopening the volume', async (t) => {
     await v.close();
   }
 });
+
+test('a format 1 volume is read as it is and upgraded to format 2 when opened for writing', async (t) => {
+  const { Store, putJson } = await import('../../src/volume/store.js');
+  const dir = tmp(t);
+  fs.writeFileSync(path.join(dir, 'f'), 'data');
+  await Volume.init(dir);
+  // Make it what an issue-3 build wrote: format 1 in the database and in config.json.
+  const configFile = path.join(dir, '.replfs', 'config.json');
+  fs.writeFileSync(configFile, JSON.stringify({ ...JSON.parse(fs.readFileSync(configFile, 'utf8')), formatVersion: 1 }));
+  const store = await Store.open(path.join(dir, '.replfs', 'db'), { create: false });
+  await store.write([putJson('m', 'format', 1)], true);
+  await store.close();
+  const formatInDb = async () => {
+    const s = await Store.open(path.join(dir, '.replfs', 'db'), { create: false });
+    try { return await s.getJson<number>('m', 'format'); } finally { await s.close(); }
+  };
+  const ro = (await Volume.open(dir, { writable: false })).volume;
+  t.deepEqual(ro.snapshots(), []);
+  await ro.close();
+  t.is(await formatInDb(), 1, 'reading does not upgrade');
+  const rw = (await Volume.open(dir, { writable: true })).volume;
+  const rec = await rw.snapshot();
+  await rw.close();
+  t.is(await formatInDb(), 2);
+  t.is(JSON.parse(fs.readFileSync(configFile, 'utf8')).formatVersion, 2);
+  t.truthy(rec.name);
+});
