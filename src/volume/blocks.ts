@@ -13,7 +13,7 @@
 import fs from 'node:fs';
 import { promises as fsp } from 'node:fs';
 import { blake3 } from '@napi-rs/blake-hash';
-import { FsError, hasCode, messageOf } from '../errors/index.js';
+import { FsError, hasCode } from '../errors/index.js';
 import { BLOCKS_DIR, Sublevel, type BlockLocation } from './format.js';
 import { io } from './io.js';
 import { punchHole } from './sys.js';
@@ -59,7 +59,10 @@ export class BlockStore {
   private readonly dirty = new Set<number>();
   /** Hashes known to be in the index (queued or written), most recent last. */
   private readonly known = new Map<string, true>();
-  private readonly writing = new Map<string, Promise<void>>();
+  /** Index entries queued by a caller but not yet written: later references wait for them. */
+  private readonly queued = new Map<string, Promise<void>>();
+  /** Locations of recently stored or read blocks. */
+  private readonly locs = new Map<string, BlockLocation>();
   /** Writes under way; garbage collection waits for them after sealing the pack. */
   private active = 0;
   private idle: Array<() => void> = [];
@@ -79,52 +82,89 @@ export class BlockStore {
   }
 
   /**
-   * Stores one block (at most 1 MiB). Returns its hash (empty for zeros); the index entry,
-   * if new, is already queued in the store ahead of anything the caller queues next.
+   * Stores blocks (each at most 1 MiB). Returns their hashes (empty for zeros) and the
+   * index operations for blocks not stored before, which the caller must write in the same
+   * batch as its own references to them: one lookup, one pack write and no write of its
+   * own per call, however many blocks. A block whose index entry another caller has queued
+   * but not yet written is waited for, so no reference lands before its block.
    */
-  async put(data: Buffer): Promise<Buffer> {
-    if (isZero(data)) return ZERO_HASH;
-    const hash = hashBlock(data);
-    const hex = hash.toString('hex');
-    if (this.known.has(hex)) return hash;
-    const inFlight = this.writing.get(hex);
-    if (inFlight) { await inFlight; return hash; }
-    let done!: () => void;
-    let failed!: (err: unknown) => void;
-    const p = new Promise<void>((res, rej) => { done = res; failed = rej; });
-    p.catch(() => undefined);
-    this.writing.set(hex, p);
+  async putMany(blocks: Buffer[]): Promise<{ hashes: Buffer[]; ops: Op[]; written: (done: Promise<void>) => void }> {
+    const hashes = blocks.map((b) => (isZero(b) ? ZERO_HASH : hashBlock(b)));
+    const hexes = hashes.map((h) => h.toString('hex'));
+    const fresh = new Map<string, number>();
+    const waits: Promise<void>[] = [];
+    for (let i = 0; i < hashes.length; i++) {
+      const hex = hexes[i]!;
+      if (hashes[i]!.length === 0 || this.known.has(hex) || fresh.has(hex)) continue;
+      const queued = this.queued.get(hex);
+      if (queued) waits.push(queued);
+      else fresh.set(hex, i);
+    }
+    const ops: Op[] = [];
+    const mine: string[] = [];
     this.active++;
     try {
-      if ((await this.store.get(Sublevel.hashes, hex)) === undefined) {
-        const loc = await this.append(data);
-        // Queued now: FIFO order puts it before the caller's references to this hash.
-        this.store.write([{ type: 'put', sub: Sublevel.hashes, key: hex, value: Buffer.from(JSON.stringify(loc)) }])
-          .catch((err) => console.error(`replfs: block index write failed: ${messageOf(err)}`));
+      const candidates = [...fresh.keys()];
+      const found = await this.store.getMany(Sublevel.hashes, candidates);
+      const toWrite: Array<[string, Buffer]> = [];
+      for (let k = 0; k < candidates.length; k++) {
+        const hex = candidates[k]!;
+        if (found[k] !== undefined) { this.remember(hex); continue; }
+        // Raced with another caller while looking: wait for its batch instead.
+        const queued = this.queued.get(hex);
+        if (queued) { waits.push(queued); continue; }
+        toWrite.push([hex, blocks[fresh.get(hex)!]!]);
       }
-      this.remember(hex);
-      done();
-      return hash;
-    } catch (err) {
-      failed(err);
-      throw err;
+      if (toWrite.length) {
+        const locs = await this.appendAll(toWrite.map(([, b]) => b));
+        let release!: () => void;
+        const landed = new Promise<void>((r) => { release = r; });
+        for (let k = 0; k < toWrite.length; k++) {
+          const [hex] = toWrite[k]!;
+          ops.push({ type: 'put', sub: Sublevel.hashes, key: hex, value: Buffer.from(JSON.stringify(locs[k])) });
+          this.queued.set(hex, landed);
+          this.locs.set(hex, locs[k]!);
+          mine.push(hex);
+        }
+        if (waits.length) await Promise.all(waits);
+        return {
+          hashes, ops,
+          written: (done) => {
+            const settle = (ok: boolean) => {
+              for (const hex of mine) { if (this.queued.get(hex) === landed) this.queued.delete(hex); if (ok) this.remember(hex); else this.locs.delete(hex); }
+              release();
+            };
+            done.then(() => settle(true), () => settle(false));
+          },
+        };
+      }
+      if (waits.length) await Promise.all(waits);
+      return { hashes, ops, written: () => undefined };
     } finally {
-      this.writing.delete(hex);
       if (--this.active === 0) for (const w of this.idle.splice(0)) w();
     }
   }
 
-  private async append(data: Buffer): Promise<BlockLocation> {
+  /** Appends blocks contiguously to the current pack with one write. */
+  private async appendAll(blocks: Buffer[]): Promise<BlockLocation[]> {
     if (this.current < 0 || this.offset >= PACK_LIMIT) await this.startPack();
     const pack = this.current;
     const fd = this.currentFd;
-    const offset = this.offset;
-    this.offset = alignUp(offset + data.length);
+    const start = this.offset;
+    const locs: BlockLocation[] = [];
+    let at = start;
+    for (const b of blocks) {
+      locs.push([pack, at, b.length]);
+      at = alignUp(at + b.length);
+    }
+    this.offset = at;
+    const whole = blocks.length === 1 ? blocks[0]! : Buffer.alloc(at - start);
+    if (blocks.length > 1) for (let k = 0; k < blocks.length; k++) blocks[k]!.copy(whole, locs[k]![1] - start);
     let written = 0;
-    while (written < data.length) written += await io.write(fd, data.subarray(written), data.length - written, offset + written);
+    while (written < whole.length) written += await io.write(fd, whole.subarray(written), whole.length - written, start + written);
     if (this.strict) await io.fsync(fd, true);
     else this.dirty.add(pack);
-    return [pack, offset, data.length];
+    return locs;
   }
 
   private async startPack(): Promise<void> {
@@ -141,14 +181,20 @@ export class BlockStore {
     this.known.delete(hex);
     this.known.set(hex, true);
     if (this.known.size > KNOWN_LIMIT) this.known.delete(this.known.keys().next().value!);
+    if (this.locs.size > KNOWN_LIMIT) this.locs.delete(this.locs.keys().next().value!);
   }
 
   /** Reads a block by hash and checks it against the hash. */
   async get(hash: Buffer): Promise<Buffer> {
     const hex = hash.toString('hex');
-    const raw = await this.store.get(Sublevel.hashes, hex);
-    if (raw === undefined) throw new FsError('EIO', `preserved block ${hex} is missing from the block store`);
-    const [pack, offset, length] = JSON.parse(raw.toString('utf8')) as BlockLocation;
+    let loc = this.locs.get(hex);
+    if (!loc) {
+      const raw = await this.store.get(Sublevel.hashes, hex);
+      if (raw === undefined) throw new FsError('EIO', `preserved block ${hex} is missing from the block store`);
+      loc = JSON.parse(raw.toString('utf8')) as BlockLocation;
+      this.locs.set(hex, loc);
+    }
+    const [pack, offset, length] = loc;
     const fd = await this.packFd(pack);
     const buf = Buffer.allocUnsafe(length);
     let got = 0;
@@ -203,6 +249,7 @@ export class BlockStore {
       } else {
         ops.push({ type: 'del', sub: Sublevel.hashes, key: hex });
         this.known.delete(hex);
+        this.locs.delete(hex);
         blocksRemoved++;
       }
     }

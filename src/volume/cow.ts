@@ -126,6 +126,17 @@ export class Cow {
     else if (waits.length > 1) await Promise.all(waits);
   }
 
+  /** Whether blocks [first, end) need nothing more: preserved already, or past what snapshots see. */
+  covered(fid: FileId, first: number, end: number, snapSize: number): boolean {
+    if (!this.needs(fid)) return true;
+    const st = this.blockStates.get(fid);
+    end = Math.min(end, Math.ceil(snapSize / this.blockSize));
+    if (first >= end) return true;
+    if (!st || st.loaded) return false;
+    for (let b = first; b < end; b++) if (!st.done.has(b)) return false;
+    return true;
+  }
+
   private blockState(fid: FileId): BlockState {
     let st = this.blockStates.get(fid);
     if (st) return st;
@@ -147,20 +158,25 @@ export class Cow {
     const version = this.version;
     const ops: Op[] = [];
     const preserved: number[] = [];
+    const written: Array<(done: Promise<void>) => void> = [];
     const maxRun = Math.max(1, RUN_BYTES / bs);
     for (let i = 0; i < todo.length;) {
       let j = i + 1;
       while (j < todo.length && todo[j] === todo[j - 1]! + 1 && j - i < maxRun) j++;
       const start = todo[i]! * bs;
       const length = Math.min(todo[j - 1]! * bs + bs, snapSize) - start;
-      const buf = Buffer.alloc(length);
+      const buf = Buffer.allocUnsafe(length);
       let got = 0;
       while (got < length) {
         const n = await io.read(fd, buf.subarray(got), length - got, start + got);
         if (n === 0) break;
         got += n;
       }
-      const hashes = await Promise.all(todo.slice(i, j).map((_, k) => this.blocks.put(buf.subarray(k * bs, Math.min(length, (k + 1) * bs)))));
+      buf.fill(0, got);
+      const stored = await this.blocks.putMany(todo.slice(i, j).map((_, k) => buf.subarray(k * bs, Math.min(length, (k + 1) * bs))));
+      ops.push(...stored.ops);
+      written.push(stored.written);
+      const hashes = stored.hashes;
       for (let k = 0; k < hashes.length; k++) {
         if (skipZeros && hashes[k]!.length === 0) continue;
         ops.push({ type: 'put', sub: Sublevel.blocks, key: blockKey(fid, version, todo[i + k]!), value: hashes[k] ?? ZERO_HASH });
@@ -168,7 +184,9 @@ export class Cow {
       }
       i = j;
     }
-    await this.store.write(ops);
+    const done = this.store.write(ops);
+    for (const w of written) w(done);
+    await done;
     // Only now: a concurrent write that finds a block done may apply at once.
     for (const b of preserved) st.done.add(b);
     this.gens.set(fid, this.gen(fid) + 1);

@@ -63,6 +63,11 @@ export class Store {
     return this.db.get(`${sub}!${key}`);
   }
 
+  async getMany(sub: Sub, keys: string[]): Promise<Array<Buffer | undefined>> {
+    if (keys.length === 0) return [];
+    return this.db.getMany(keys.map((k) => `${sub}!${k}`));
+  }
+
   async getJson<T>(sub: Sub, key: string): Promise<T | undefined> {
     const v = await this.get(sub, key);
     return v === undefined ? undefined : (JSON.parse(v.toString('utf8')) as T);

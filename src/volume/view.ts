@@ -341,6 +341,7 @@ export class SnapshotView {
     }
     if (h.map.size === 0) return len;
     const bs = this.ctx.blockSize;
+    const overlays: Promise<void>[] = [];
     for (let b = Math.floor(pos / bs); b * bs < pos + len; b++) {
       const hash = h.map.get(b);
       if (!hash) continue;
@@ -350,12 +351,16 @@ export class SnapshotView {
         buf.fill(0, from - pos, to - pos);
         continue;
       }
-      const data = await this.ctx.blocks.get(hash);
-      const start = from - b * bs;
-      const end = Math.min(to - b * bs, data.length);
-      if (end > start) data.copy(buf, from - pos, start, end);
-      if (start + (to - from) > Math.max(end, start)) buf.fill(0, from - pos + Math.max(0, end - start), to - pos);
+      // The blocks of one read are fetched together.
+      overlays.push(this.ctx.blocks.get(hash).then((data) => {
+        const start = from - b * bs;
+        const stop = to - b * bs;
+        const have = Math.min(stop, data.length);
+        if (have > start) data.copy(buf, from - pos, start, have);
+        if (stop > Math.max(have, start)) buf.fill(0, from - pos + Math.max(0, have - start), to - pos);
+      }));
     }
+    if (overlays.length) await Promise.all(overlays);
     return len;
   }
 
