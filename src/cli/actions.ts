@@ -42,7 +42,7 @@ const snapshot: Action = async (volume, args, ctx) => {
   const quiesce = args.quiesce === true;
   let q;
   try {
-    q = parseQuiesce(volume.config.quiesce);
+    q = parseQuiesce((await volume.currentConfig()).quiesce);
   } catch (err) {
     if (err instanceof ConfigError) throw new ReplfsError('usage', `${volume.root}/.replfs/config.json: ${err.message}`);
     throw err;

@@ -975,6 +975,14 @@ export class Volume {
     return this.currentJournal;
   }
 
+  /**
+   * The volume's config.json as it is now on disk (read afresh, so that an edit, such as
+   * new quiesce hooks, applies to the next snapshot without a remount).
+   */
+  async currentConfig(): Promise<VolumeConfig> {
+    return readConfig(this.backing, this.root);
+  }
+
   /** Reserves the name a snapshot taken now will get (quiesce hooks are told it first). */
   reserveSnapshotName(at = new Date()): string {
     return this.catalog.reserve(at);
@@ -1301,6 +1309,7 @@ export class Volume {
    * its contents when `from` is the snapshot's root).
    */
   async restore(name: string, from: string, dest: { intoRel: string } | { intoDir: string }): Promise<RestoreReport> {
+    this.snapshotNamed(name);
     const view = this.view(name);
     for (const part of from === '' ? [] : from.split('/')) {
       if (part === '' || part === '.' || part === '..') throw new ReplfsError('usage', `${JSON.stringify(from)} is not a plain path inside the snapshot`);
