@@ -148,6 +148,16 @@ export class FileTable {
     return parts.reverse().join('/');
   }
 
+  /** Current path of a directory that still exists (undefined once it or an ancestor is removed). */
+  liveDirPath(fid: FileId): string | undefined {
+    for (let cur = fid, depth = 0; cur !== ROOT_FID; depth++) {
+      const rec = this.dirs.get(cur);
+      if (!rec || rec.gone || !rec.names[0] || depth > 4096) return undefined;
+      cur = rec.names[0][0];
+    }
+    return this.dirPath(fid);
+  }
+
   pathOfName([parent, name]: NameRef): string | undefined {
     const dir = this.dirPath(parent);
     return dir === undefined ? undefined : dir === '' ? name : `${dir}/${name}`;

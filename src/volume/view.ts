@@ -139,7 +139,7 @@ export class SnapshotView {
   private async entry(dir: FileId, name: string): Promise<Found | null> {
     const { files, store, backing } = this.ctx;
     let live: Found | null = null;
-    const dirRel = files.dirPath(dir);
+    const dirRel = files.liveDirPath(dir);
     if (dirRel !== undefined && !(dir === ROOT_FID && name === STATE_DIR)) {
       try {
         const st = await io.lstat(backing.abs(dirRel === '' ? name : `${dirRel}/${name}`));
@@ -240,7 +240,7 @@ export class SnapshotView {
     if (dir.t !== TypeTag.dir) throw new FsError('ENOTDIR');
     const { files, store, backing } = this.ctx;
     const merged = new Map<string, Found | null>();
-    const dirRel = files.dirPath(dir.fid);
+    const dirRel = files.liveDirPath(dir.fid);
     if (dirRel !== undefined) {
       try {
         const listing = await sys.readdirIno(backing.abs(dirRel));

@@ -236,3 +236,22 @@ test('a format 1 volume is read as it is and upgraded to format 2 when opened fo
   t.is(JSON.parse(fs.readFileSync(configFile, 'utf8')).formatVersion, 2);
   t.truthy(rec.name);
 });
+
+test('a directory removed and made again under the same name does not leak into older snapshots', async (t) => {
+  const dir = tmp(t);
+  fs.mkdirSync(path.join(dir, 'a'));
+  fs.writeFileSync(path.join(dir, 'b'), 'old file');
+  await Volume.init(dir);
+  const v = (await Volume.open(dir, { writable: true })).volume;
+  try {
+    const rec = await v.snapshot();
+    const want = describeDir(dir);
+    await v.rmdir('/a');
+    await v.mkdir('/a', 0o755, me);
+    await v.rename('/b', '/a/b');
+    t.deepEqual(sorted(await describe(v.view(rec.name))), sorted(want));
+    t.deepEqual(await v.view(rec.name).readdir('a'), []);
+  } finally {
+    await v.close();
+  }
+});
