@@ -13,6 +13,8 @@ export class FileTable {
   private readonly inoToFid = new Map<number, FileId>();
   private readonly dirs = new Map<FileId, FileRecord>();
   private readonly cache = new Map<FileId, FileRecord>();
+  /** Records put but not yet written: kept out of the LRU until their batch lands. */
+  private readonly pinned = new Map<FileId, FileRecord>();
   private readonly unwritten = new Map<FileId, number>();
   private readonly locks = new Map<FileId, Promise<void>>();
 
@@ -67,6 +69,8 @@ export class FileTable {
   async get(fid: FileId): Promise<FileRecord | undefined> {
     const dir = this.dirs.get(fid);
     if (dir) return dir;
+    const pinned = this.pinned.get(fid);
+    if (pinned) return pinned;
     const cached = this.cache.get(fid);
     if (cached) {
       this.cache.delete(fid);
@@ -75,8 +79,8 @@ export class FileTable {
     }
     if (!this.store) return undefined;
     const rec = await this.store.getJson<FileRecord>(Sublevel.files, fileKey(fid));
-    // A concurrent put may have landed in the cache while we read.
-    const raced = this.cache.get(fid);
+    // A concurrent put may have landed while we read.
+    const raced = this.pinned.get(fid) ?? this.cache.get(fid);
     if (raced) return raced;
     if (rec) this.remember(fid, rec);
     return rec;
@@ -88,7 +92,7 @@ export class FileTable {
    * batch's promise to `track` so the cache keeps the value until then.
    */
   put(fid: FileId, rec: FileRecord): Op {
-    const old = this.dirs.get(fid) ?? this.cache.get(fid);
+    const old = this.dirs.get(fid) ?? this.pinned.get(fid) ?? this.cache.get(fid);
     if (old && old.ino !== rec.ino && this.inoToFid.get(old.ino) === fid) this.inoToFid.delete(old.ino);
     if (rec.gone) {
       if (this.inoToFid.get(rec.ino) === fid) this.inoToFid.delete(rec.ino);
@@ -96,7 +100,10 @@ export class FileTable {
       this.inoToFid.set(rec.ino, fid);
     }
     if (rec.t === TypeTag.dir) this.dirs.set(fid, rec);
-    else this.remember(fid, rec);
+    else {
+      this.cache.delete(fid);
+      this.pinned.set(fid, rec);
+    }
     this.unwritten.set(fid, (this.unwritten.get(fid) ?? 0) + 1);
     return putJson(Sublevel.files, fileKey(fid), rec);
   }
@@ -107,9 +114,14 @@ export class FileTable {
     const done = () => {
       for (const fid of list) {
         const n = (this.unwritten.get(fid) ?? 1) - 1;
-        if (n <= 0) this.unwritten.delete(fid); else this.unwritten.set(fid, n);
+        if (n > 0) { this.unwritten.set(fid, n); continue; }
+        this.unwritten.delete(fid);
+        const rec = this.pinned.get(fid);
+        if (rec) {
+          this.pinned.delete(fid);
+          this.remember(fid, rec);
+        }
       }
-      this.evict();
     };
     written.then(done, done);
   }
@@ -170,10 +182,6 @@ export class FileTable {
   }
 
   private evict(): void {
-    if (this.cache.size <= CACHE_LIMIT) return;
-    for (const fid of this.cache.keys()) {
-      if (this.cache.size <= CACHE_LIMIT) break;
-      if (!this.unwritten.has(fid)) this.cache.delete(fid);
-    }
+    while (this.cache.size > CACHE_LIMIT) this.cache.delete(this.cache.keys().next().value!);
   }
 }

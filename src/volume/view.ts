@@ -325,8 +325,12 @@ export class SnapshotView {
   async read(h: ViewHandle, buf: Buffer, len: number, pos: number): Promise<number> {
     if (pos >= h.size) return 0;
     len = Math.min(len, h.size - pos);
+    const bs = this.ctx.blockSize;
+    // Preserved blocks never change: when they cover the whole range, the live file is not read.
+    let allPreserved = h.gen === this.ctx.cow.gen(h.fid);
+    for (let b = Math.floor(pos / bs); allPreserved && b * bs < pos + len; b++) if (!h.map.has(b)) allPreserved = false;
     let got = 0;
-    if (h.liveFd !== null) {
+    if (h.liveFd !== null && !allPreserved) {
       while (got < len) {
         const n = await io.read(h.liveFd, buf.subarray(got), len - got, pos + got);
         if (n === 0) break;
@@ -340,7 +344,6 @@ export class SnapshotView {
       h.gen = gen;
     }
     if (h.map.size === 0) return len;
-    const bs = this.ctx.blockSize;
     const overlays: Promise<void>[] = [];
     for (let b = Math.floor(pos / bs); b * bs < pos + len; b++) {
       const hash = h.map.get(b);
