@@ -137,3 +137,23 @@ export async function cpuOf(pid: number): Promise<CpuSample | null> {
     return null;
   }
 }
+
+export interface IoSample {
+  /** Bytes the process asked read() and friends for, cache hits included. */
+  rchar: number;
+  /** Bytes the process caused to be fetched from storage. */
+  readBytes: number;
+  wchar: number;
+  writeBytes: number;
+}
+
+/** The I/O counters of a process (/proc/<pid>/io, root only), all threads. */
+export async function ioOf(pid: number): Promise<IoSample | null> {
+  try {
+    const text = await fsp.readFile(`/proc/${pid}/io`, 'utf8');
+    const field = (k: string) => Number(new RegExp(`^${k}: (\\d+)`, 'm').exec(text)?.[1] ?? NaN);
+    return { rchar: field('rchar'), readBytes: field('read_bytes'), wchar: field('wchar'), writeBytes: field('write_bytes') };
+  } catch {
+    return null;
+  }
+}

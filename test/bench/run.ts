@@ -10,7 +10,9 @@
 //   REPLFS_BENCH_RANDOM_MB       file size for random overwrites in MiB (256)
 //   REPLFS_BENCH_RANDOM_SECONDS  duration of each random-overwrite run (10)
 //   REPLFS_BENCH_CONFIGS         comma list of direct,bindfs,replfs,replfs-nojournal (all)
-//   REPLFS_BENCH_WORKLOADS       comma list of seqwrite,seqread,small,random (all)
+//   REPLFS_BENCH_WORKLOADS       comma list of seqwrite,seqread,small,random and the snapshot
+//                                group snapcreate,cow,snapread,snapspace,snaplist (all)
+//   REPLFS_BENCH_SNAPSHOTS       snapshots on the volume for the snaplist test (500)
 //   REPLFS_BENCH_MOUNT_OPTS      -o options for both replfs mounts, e.g. attr_timeout=1 (none)
 //   REPLFS_BENCH_DIR             where the scratch directory is made (/var/tmp)
 //   REPLFS_BENCH_JSON            also write every sample and the verdicts to this file
@@ -24,6 +26,9 @@ import { CONFIG_NAMES, ROOT, down, makeTarget, replfs, up, type ConfigName, type
 import {
   absoluteTable, cpuTable, evaluate, ratioTable, type Results, type Sample, type WorkloadId, type WorkloadInfo,
 } from './report.js';
+import {
+  SNAPSHOT_WORKLOAD_IDS, snapshotChecksTable, snapshotFiguresTable, snapshotGroup, type SnapReport, type SnapWorkloadId,
+} from './snapshots.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const SMALLFILES = path.join(HERE, 'smallfiles.js');
@@ -45,7 +50,9 @@ function listEnv<T extends string>(name: string, all: readonly T[]): T[] {
   return all.filter((a) => picked.includes(a));
 }
 
-const WORKLOAD_IDS = ['seqwrite', 'seqread', 'small', 'random'] as const;
+const CORE_WORKLOAD_IDS = ['seqwrite', 'seqread', 'small', 'random'] as const;
+const WORKLOAD_IDS = [...CORE_WORKLOAD_IDS, ...SNAPSHOT_WORKLOAD_IDS] as const;
+type AnyWorkloadId = (typeof WORKLOAD_IDS)[number];
 
 const settings = {
   sizeMb: intEnv('REPLFS_BENCH_SIZE_MB', 1024),
@@ -56,10 +63,12 @@ const settings = {
   randomMb: intEnv('REPLFS_BENCH_RANDOM_MB', 256),
   randomSeconds: intEnv('REPLFS_BENCH_RANDOM_SECONDS', 10),
   configs: listEnv<ConfigName>('REPLFS_BENCH_CONFIGS', CONFIG_NAMES),
-  workloads: listEnv<WorkloadId>('REPLFS_BENCH_WORKLOADS', WORKLOAD_IDS),
+  workloads: listEnv<AnyWorkloadId>('REPLFS_BENCH_WORKLOADS', WORKLOAD_IDS),
+  snapshots: intEnv('REPLFS_BENCH_SNAPSHOTS', 500),
   parent: process.env.REPLFS_BENCH_DIR || (fs.existsSync('/var/tmp') ? '/var/tmp' : os.tmpdir()),
 };
 
+const snapWorkloads = settings.workloads.filter((w): w is SnapWorkloadId => (SNAPSHOT_WORKLOAD_IDS as readonly string[]).includes(w));
 const WORKLOADS: WorkloadInfo[] = [
   { id: 'seqwrite', title: `seq write ${settings.sizeMb} MiB + fsync`, unit: 'MB/s' },
   { id: 'seqread', title: `seq read ${settings.sizeMb} MiB, cold cache`, unit: 'MB/s' },
@@ -103,6 +112,8 @@ async function machineFacts(scratchParent: string): Promise<Array<[string, strin
     ['tools', `node ${process.version}, ${await firstLine('fio', ['--version'])}, ${await firstLine('bindfs', ['--version'])}, ${libfuse}`],
     ['replfs', `${rev}${dirty ? ' with uncommitted changes' : ''}, UV_THREADPOOL_SIZE ${process.env.UV_THREADPOOL_SIZE ?? '32 (replfs default)'}`],
     ['settings', `size ${settings.sizeMb} MiB, repeat ${settings.repeat}, ${settings.files} files x ${settings.fileKb} KiB in ${settings.dirs} dirs, random ${settings.randomMb} MiB for ${settings.randomSeconds} s` +
+      (snapWorkloads.length ? `, ${settings.snapshots} snapshots for snaplist` : '') +
+      `, workloads ${settings.workloads.join(',')}` +
       (process.env.REPLFS_BENCH_MOUNT_OPTS ? `, replfs mounted with -o ${process.env.REPLFS_BENCH_MOUNT_OPTS}` : '')],
   ];
 }
@@ -110,6 +121,8 @@ async function machineFacts(scratchParent: string): Promise<Array<[string, strin
 // ------------------------------------------------------------------ cleanup
 
 const targets: Target[] = [];
+/** Volumes of the snapshot group: not part of the rotation, but unmounted by the same cleanup. */
+const extraTargets: Target[] = [];
 let scratch: string | null = null;
 let cleaning: Promise<number> | null = null;
 let signalled: NodeJS.Signals | null = null;
@@ -117,11 +130,11 @@ let signalled: NodeJS.Signals | null = null;
 /** Unmounts everything, then removes the scratch directory; 2 when a mount is left behind. */
 function cleanup(): Promise<number> {
   cleaning ??= (async () => {
-    for (const t of [...targets].reverse()) {
+    for (const t of [...targets, ...extraTargets].reverse()) {
       if (!t.mountpoint) continue;
       const began = Date.now();
       await down(t, warn);
-      progress(`${t.name}: unmounted in ${((Date.now() - began) / 1000).toFixed(1)} s`);
+      progress(`${t.name} at ${t.mountpoint}: unmounted in ${((Date.now() - began) / 1000).toFixed(1)} s`);
     }
     if (!scratch) return 0;
     const left = mountsUnder(scratch);
@@ -172,8 +185,7 @@ async function dropCaches(): Promise<void> {
 }
 
 /** Waits until no FUSE daemon is using CPU (a journal flush or compaction left over from the previous run). */
-async function settle(): Promise<void> {
-  const pids = targets.map((t) => t.pid).filter((p): p is number => p !== null);
+async function settle(pids: number[] = targets.map((t) => t.pid).filter((p): p is number => p !== null)): Promise<void> {
   const total = async () => (await Promise.all(pids.map(cpuOf))).reduce((a, s) => a + (s?.total ?? 0), 0);
   const deadline = Date.now() + 30_000;
   let prev = await total();
@@ -219,6 +231,7 @@ async function fio(args: string[]): Promise<FioJob> {
 
 /** One sequential pass over a file with 1 MiB calls; a write ends with fsync and writes fio's pseudo-random buffers, not zeros. */
 async function sequential(file: string, rw: 'write' | 'read', mb: number): Promise<Outcome> {
+  // An existing file is overwritten in place: fio opens it O_RDWR|O_CREAT, without O_TRUNC.
   const job = await fio([`--name=seq${rw}`, `--filename=${file}`, `--rw=${rw}`, '--bs=1M', `--size=${mb}M`, ...(rw === 'write' ? ['--end_fsync=1'] : [])]);
   const d = job[rw];
   if (d.io_bytes !== mb * 2 ** 20) throw new Error(`fio ${rw} of ${file} moved ${d.io_bytes} bytes, not ${mb * 2 ** 20}`);
@@ -246,6 +259,26 @@ async function randomWrites(t: Target): Promise<Outcome> {
     '--time_based=1', `--runtime=${settings.randomSeconds}`, '--end_fsync=1', '--randrepeat=1',
   ]);
   return { value: job.write.iops, seconds: job.write.runtime / 1000 };
+}
+
+function runSnapshotGroup(): Promise<SnapReport> {
+  return snapshotGroup({
+    scratch: scratch!,
+    sizeMb: settings.sizeMb,
+    files: settings.files,
+    dirs: settings.dirs,
+    repeat: settings.repeat,
+    snapshots: settings.snapshots,
+    workloads: snapWorkloads,
+    configs: settings.configs,
+    smallfiles: SMALLFILES,
+    progress,
+    warn,
+    adopt: (t) => { extraTargets.push(t); },
+    settle: (pids) => settle(pids),
+    dropCaches,
+    sequential,
+  });
 }
 
 function describe(w: WorkloadId, s: Sample): string {
@@ -311,7 +344,11 @@ function neededBytes(): number {
   const perConfig = (settings.workloads.includes('seqwrite') || settings.workloads.includes('seqread') ? settings.repeat * settings.sizeMb * 2 ** 20 : 0)
     + (settings.workloads.includes('random') ? settings.randomMb * 2 ** 20 : 0)
     + (settings.workloads.includes('small') ? settings.repeat * settings.files * Math.max(4096, settings.fileKb * 1024) * 1.2 : 0);
-  return perConfig * settings.configs.length;
+  // Snapshot group: the two trees (1.1x the size, in replfs and on the direct disk) and,
+  // one repetition at a time, a file plus all of it preserved.
+  const snap = (settings.workloads.includes('snapcreate') ? 2 * 1.1 * settings.sizeMb * 2 ** 20 * 1.3 : 0)
+    + (settings.workloads.some((w) => w === 'cow' || w === 'snapread' || w === 'snapspace') ? 2 * settings.sizeMb * 2 ** 20 : 0);
+  return perConfig * settings.configs.length + snap;
 }
 
 async function main(): Promise<number> {
@@ -333,19 +370,25 @@ async function main(): Promise<number> {
   progress(`scratch directory ${scratch}`);
 
   const results: Results = new Map();
+  let snap: SnapReport | null = null;
   let journals: string[] = [];
   try {
-    for (const name of settings.configs) {
+    // The snapshot group mounts volumes of its own; the four main ones serve the other workloads.
+    for (const name of WORKLOADS.length ? settings.configs : []) {
       const t = makeTarget(name, scratch);
       targets.push(t);
       await up(t);
       progress(`${name}: ${t.mountpoint ? `mounted ${t.backing} at ${t.mountpoint} (pid ${t.pid})` : `using ${t.backing}`}`);
     }
     await benchmark(results);
-    journals = await journalState();
+    if (WORKLOADS.length) journals = await journalState();
+    if (snapWorkloads.length) {
+      if (settings.configs.includes('replfs')) snap = await runSnapshotGroup();
+      else warn(`the snapshot workloads (${snapWorkloads.join(',')}) need replfs in REPLFS_BENCH_CONFIGS; skipped`);
+    }
   } catch (err) {
     if (!signalled) {
-      for (const t of targets) {
+      for (const t of [...targets, ...extraTargets]) {
         const tail = t.name.startsWith('replfs') ? daemonLogTail(t) : '';
         if (tail) warn(`${t.name} daemon log ends with:\n${tail}`);
       }
@@ -364,25 +407,34 @@ async function main(): Promise<number> {
   for (const [k, v] of facts) out.push(`${k.padEnd(w)}  ${v}`);
   if (!coldCache) out.push(`${'note'.padEnd(w)}  the page cache could not be dropped: reads were NOT cold`);
   out.push(`${'runtime'.padEnd(w)}  ${Math.round((Date.now() - startedAt) / 1000)} s`);
-  out.push('', `Absolute figures: median of ${settings.repeat} (min-max); higher is better`, '');
-  out.push(absoluteTable(WORKLOADS, settings.configs, results));
+  if (WORKLOADS.length) {
+    out.push('', `Absolute figures: median of ${settings.repeat} (min-max); higher is better`, '');
+    out.push(absoluteTable(WORKLOADS, settings.configs, results));
+  }
   const shown = checks.filter((c) => settings.workloads.includes(c.check.workload) && settings.configs.includes('replfs') && settings.configs.includes(c.check.against));
   if (shown.length) {
     out.push('', 'Ratios against the targets (medians; journal overhead = nojournal/replfs - 1, the extra time per unit of work)', '');
     out.push(ratioTable(WORKLOADS, shown));
   }
-  if (settings.configs.some((c) => c !== 'direct')) {
+  if (WORKLOADS.length && settings.configs.some((c) => c !== 'direct')) {
     out.push('', 'FUSE daemon CPU during each workload (median; 100% = one core busy for the whole run)', '');
     out.push(cpuTable(WORKLOADS, settings.configs, results));
   }
-  if (journals.length) out.push('', ...journals);
+  if (journals.length && WORKLOADS.length) out.push('', ...journals);
+  if (snap) {
+    out.push('', 'Snapshots: figures (median (min-max) of n samples; ms: lower is better, MB/s: higher is better; caches dropped before MB/s runs only)', '');
+    out.push(snapshotFiguresTable(snap.rows));
+    out.push('', 'Snapshots: against the targets (ratios are speed ratios: higher is better)', '');
+    out.push(snapshotChecksTable(snap.checks));
+    if (snap.notes.length) out.push('', ...snap.notes);
+  }
   console.log(out.join('\n'));
 
   if (process.env.REPLFS_BENCH_JSON) {
     const samples = Object.fromEntries([...results].map(([wid, m]) => [wid, Object.fromEntries(m)]));
-    fs.writeFileSync(process.env.REPLFS_BENCH_JSON, JSON.stringify({ facts: Object.fromEntries(facts), settings, coldCache, samples, checks }, null, 2) + '\n');
+    fs.writeFileSync(process.env.REPLFS_BENCH_JSON, JSON.stringify({ facts: Object.fromEntries(facts), settings, coldCache, samples, checks, snapshots: snap }, null, 2) + '\n');
   }
-  const missed = checks.filter((c) => c.verdict === 'MISS').length;
+  const missed = checks.filter((c) => c.verdict === 'MISS').length + (snap?.checks.filter((c) => c.verdict === 'MISS').length ?? 0);
   return process.env.REPLFS_BENCH_STRICT === '1' && missed > 0 ? 1 : 0;
 }
 

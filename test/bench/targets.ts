@@ -39,9 +39,12 @@ export function replfs(t: Target, args: string[], timeoutMs = 120_000) {
   return must(process.execPath, [BIN, ...args], { env: t.env, timeoutMs });
 }
 
-/** Creates the directories of a target; `up` then mounts it. */
-export function makeTarget(name: ConfigName, scratch: string): Target {
-  const base = path.join(scratch, name);
+/**
+ * Creates the directories of a target; `up` then mounts it. `dirName` (default: the
+ * configuration's name) lets one run hold several volumes of one configuration.
+ */
+export function makeTarget(name: ConfigName, scratch: string, dirName: string = name): Target {
+  const base = path.join(scratch, dirName);
   const backing = path.join(base, 'data');
   fs.mkdirSync(backing, { recursive: true });
   let mountpoint: string | null = null;
