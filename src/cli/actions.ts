@@ -2,7 +2,7 @@
 // CLI working on an unmounted volume directly, so both behave the same.
 import path from 'node:path';
 import { ReplfsError } from '../errors/index.js';
-import { isSnapshotName, type GcReport, type SnapshotRecord, type Volume } from '../volume/index.js';
+import { cloexecAll, isSnapshotName, type GcReport, type SnapshotRecord, type Volume } from '../volume/index.js';
 import { decide, PolicyError, type KeepPolicy } from '../policy/retention.js';
 import { ConfigError, parseQuiesce, runHook, type HookOutcome } from '../policy/hooks.js';
 
@@ -52,6 +52,9 @@ const snapshot: Action = async (volume, args, ctx) => {
     REPLFS_VOLUME: volume.root, REPLFS_MOUNTPOINT: ctx.mountpoint ?? '', REPLFS_SNAPSHOT: name, REPLFS_PHASE: phase, ...extra,
   });
   const cwd = ctx.mountpoint ?? volume.root;
+  // Hooks must not inherit the daemon's descriptors: a hook leaving a process behind would
+  // otherwise hold /dev/fuse and keep the mount alive after the daemon is gone.
+  if (quiesce && (q.pre || q.post)) cloexecAll();
   const hooks: SnapshotResult['hooks'] = { pre: null, post: null };
   let consistency: 'app' | 'crash' = 'crash';
   try {

@@ -612,6 +612,32 @@ static napi_value js_listxattr(napi_env env, napi_callback_info info) {
   return queue(env, r);
 }
 
+/*
+ * Sets close-on-exec on every descriptor above 2, so that child processes (quiesce hooks)
+ * do not inherit /dev/fuse and keep a mount alive after its daemon is gone. Synchronous:
+ * it only walks /proc/self/fd. Returns how many descriptors it changed.
+ */
+static napi_value js_cloexec_all(napi_env env, napi_callback_info info) {
+  (void) info;
+  int changed = 0;
+  DIR *dir = opendir("/proc/self/fd");
+  if (dir != NULL) {
+    int self = dirfd(dir);
+    struct dirent *ent;
+    while ((ent = readdir(dir)) != NULL) {
+      char *end;
+      long fd = strtol(ent->d_name, &end, 10);
+      if (*end != '\0' || fd <= 2 || fd == self) continue;
+      int flags = fcntl((int) fd, F_GETFD);
+      if (flags >= 0 && !(flags & FD_CLOEXEC) && fcntl((int) fd, F_SETFD, flags | FD_CLOEXEC) == 0) changed++;
+    }
+    closedir(dir);
+  }
+  napi_value result;
+  napi_create_int32(env, changed, &result);
+  return result;
+}
+
 /* Frees the disk space of a byte range, keeping the file size (fallocate PUNCH_HOLE). */
 static napi_value js_punch_hole(napi_env env, napi_callback_info info) {
   GET_ARGS(3)
@@ -736,6 +762,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "getxattr", NULL, js_getxattr, NULL, NULL, NULL, napi_enumerable, NULL },
     { "listxattr", NULL, js_listxattr, NULL, NULL, NULL, napi_enumerable, NULL },
     { "punchHole", NULL, js_punch_hole, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "cloexecAll", NULL, js_cloexec_all, NULL, NULL, NULL, napi_enumerable, NULL },
     { "lremovexattr", NULL, js_lremovexattr, NULL, NULL, NULL, napi_enumerable, NULL },
     { "mknod", NULL, js_mknod, NULL, NULL, NULL, napi_enumerable, NULL },
     { "utimensat", NULL, js_utimensat, NULL, NULL, NULL, napi_enumerable, NULL },

@@ -75,7 +75,11 @@ export function runHook(command: string, env: Record<string, string>, timeoutMs:
     let timedOut = false;
     let child;
     try {
-      child = spawn('/bin/sh', ['-c', command], { cwd, env: { ...process.env, ...env }, detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
+      // Started in / and moved to `cwd` by the shell: until the child has exec'd, spawn
+      // holds the event loop, and a child entering a mount served by this very process
+      // would wait for it forever. The shell's cd happens once the loop is free again.
+      child = spawn('/bin/sh', ['-c', 'cd -- "$0" && eval "$1"', cwd, command],
+        { cwd: '/', env: { ...process.env, ...env }, detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
     } catch (err) {
       resolve({ status: 'failed', exitCode: null, signal: null, ms: 0, stderr: String(err) });
       return;

@@ -32,6 +32,7 @@ interface NativeBinding {
   getxattr(path: string, name: string): Promise<Buffer>;
   listxattr(path: string): Promise<string[]>;
   punchHole(fd: number, offset: number, length: number): Promise<void>;
+  cloexecAll(): number;
   mknod(path: string, mode: number, dev: number): Promise<void>;
   utimensat(
     path: string,
@@ -151,6 +152,14 @@ export function listxattr(path: string): Promise<string[]> {
 /** Frees the disk space of a byte range, keeping the size (fallocate FALLOC_FL_PUNCH_HOLE). */
 export function punchHole(fd: number, offset: number, length: number): Promise<void> {
   return native.punchHole(fd, offset, length);
+}
+
+/**
+ * Marks every descriptor above 2 close-on-exec (libfuse's /dev/fuse among them), so child
+ * processes inherit none of them. Returns how many it changed.
+ */
+export function cloexecAll(): number {
+  return native.cloexecAll();
 }
 
 /** mknod(2): mode includes the file type bits (S_IFIFO, S_IFCHR, ...). */
