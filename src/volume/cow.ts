@@ -98,11 +98,11 @@ export class Cow {
   /**
    * Preserves the blocks [first, end) of a file that a snapshot can see, before they
    * change. `snapSize` is the size the newest snapshot sees (blocks past it need
-   * nothing); `readFd` gives a descriptor to read the current contents from. With
-   * `skipZeros` (truncation), blocks of zeros are not recorded: the region they leave
-   * reads as zeros until written, and a later write preserves it then.
+   * nothing); `readFd` gives a descriptor to read the current contents from. Blocks of
+   * zeros are recorded too (with an empty hash, nothing stored): a later epoch may see a
+   * smaller size and never preserve that block again, so it must be on record now.
    */
-  async keepBlocks(fid: FileId, readFd: () => Promise<number>, first: number, end: number, snapSize: number, skipZeros = false): Promise<void> {
+  async keepBlocks(fid: FileId, readFd: () => Promise<number>, first: number, end: number, snapSize: number): Promise<void> {
     if (!this.needs(fid)) return;
     end = Math.min(end, Math.ceil(snapSize / this.blockSize));
     if (first >= end) return;
@@ -116,7 +116,7 @@ export class Cow {
       if (p) waits.push(p); else todo.push(b);
     }
     if (todo.length > 0) {
-      const p = this.preserve(fid, readFd, todo, snapSize, skipZeros, st);
+      const p = this.preserve(fid, readFd, todo, snapSize, st);
       for (const b of todo) st.inflight.set(b, p);
       p.then(() => { for (const b of todo) st.inflight.delete(b); },
         () => { for (const b of todo) st.inflight.delete(b); });
@@ -152,7 +152,7 @@ export class Cow {
     return state;
   }
 
-  private async preserve(fid: FileId, readFd: () => Promise<number>, todo: number[], snapSize: number, skipZeros: boolean, st: BlockState): Promise<void> {
+  private async preserve(fid: FileId, readFd: () => Promise<number>, todo: number[], snapSize: number, st: BlockState): Promise<void> {
     const fd = await readFd();
     const bs = this.blockSize;
     const version = this.version;
@@ -178,7 +178,6 @@ export class Cow {
       written.push(stored.written);
       const hashes = stored.hashes;
       for (let k = 0; k < hashes.length; k++) {
-        if (skipZeros && hashes[k]!.length === 0) continue;
         ops.push({ type: 'put', sub: Sublevel.blocks, key: blockKey(fid, version, todo[i + k]!), value: hashes[k] ?? ZERO_HASH });
         preserved.push(todo[i + k]!);
       }

@@ -586,7 +586,7 @@ export class Volume {
       return opened;
     };
     try {
-      await this.cow.keepBlocks(fid, readFd, Math.floor(size / bs), Math.ceil(a.size / bs), a.size, true);
+      await this.cow.keepBlocks(fid, readFd, Math.floor(size / bs), Math.ceil(a.size / bs), a.size);
     } finally {
       if (opened !== null) await io.close(opened);
     }

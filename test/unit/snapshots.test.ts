@@ -255,3 +255,23 @@ test('a directory removed and made again under the same name does not leak into 
     await v.close();
   }
 });
+
+test('a zero block cut off by a truncation stays zero in the snapshot after the file grows again in a later epoch', async (t) => {
+  const dir = tmp(t);
+  const fd = fs.openSync(path.join(dir, 'f'), 'w');
+  fs.writeSync(fd, Buffer.alloc(4096, 1), 0, 4096, 0);
+  fs.writeSync(fd, Buffer.alloc(4096, 2), 0, 4096, 5 * 65536);
+  fs.closeSync(fd);
+  await Volume.init(dir, { blockSize: 65536 });
+  const v = (await Volume.open(dir, { writable: true })).volume;
+  try {
+    const first = await v.snapshot();
+    const want = fs.readFileSync(path.join(dir, 'f'));
+    await v.truncate('/f', 4096);
+    await v.snapshot();
+    await writeAt(v, '/f', Buffer.alloc(200_000, 7), 65536);
+    t.true((await readAll(v.view(first.name), 'f')).equals(want));
+  } finally {
+    await v.close();
+  }
+});
