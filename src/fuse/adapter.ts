@@ -175,7 +175,7 @@ export class VolumeFuse extends Fuse {
         const base = await this.snapdirAttr();
         return { ...base, mode: 0o120777, nlink: 1, size: Buffer.byteLength(newest.name), ino: LATEST_INO };
       }
-      case 'view': return this.volume.view(place.name).getattr(place.rel);
+      case 'view': return this.volume.view(place.name, place.rel !== '').getattr(place.rel);
     }
   }
 

@@ -1062,9 +1062,14 @@ export class Volume {
   }
 
   /** A read-only view of the volume as of snapshot `name` (ENOENT if there is none). */
-  view(name: string): SnapshotView {
+  view(name: string, orOpenDeleted = false): SnapshotView {
     const rec = this.catalog.get(name);
-    if (!rec) throw new FsError('ENOENT');
+    if (!rec) {
+      // Deleted, but a file is still open in it: its readers keep their view until they close
+      // (the kernel asks for that file's attributes by path).
+      if (orOpenDeleted) for (const v of this.viewHandles.values()) if (v.view.snap.name === name) return v.view;
+      throw new FsError('ENOENT');
+    }
     let v = this.views.get(rec.epoch);
     if (!v || v.snap !== rec) {
       v = new SnapshotView({
@@ -1111,7 +1116,9 @@ export class Volume {
       this.catalog.remove(rec);
       this.views.delete(rec.epoch);
     }
-    this.cow.setEpoch(this.journal.epoch, this.catalog.newest()?.nextFid ?? 0);
+    // Snapshots deleted with files still open in them keep being preserved for until closed.
+    const open = [...this.viewHandles.values()].map((v) => v.view.snap.nextFid);
+    this.cow.setEpoch(this.journal.epoch, Math.max(this.catalog.newest()?.nextFid ?? 0, ...open));
     return this.collectGarbage();
   }
 

@@ -35,25 +35,8 @@ async function gated(fn: () => Promise<void>): Promise<void> {
 type Body = (t: ExecutionContext) => Promise<void>;
 const cli = (title: string, body: Body) => test(title, (t) => gated(() => body(t)));
 
-/**
- * Known bugs, found while writing these tests. The cases below are declared `failing`
- * (ava runs them and expects a failure) so that the file stays green while
- * the bug is there, and turns red (ava: "expected to fail, but succeeded") once it is
- * fixed: then declare them with `cli` again.
- *
- * Open-file bug: a snapshot deleted while one of its files is open
- * (1) answers fstat() of the open file, and any read that reaches the end of the file,
- *     with ENOENT. fstat() reaches the daemon as a getattr by path (the kernel sends no
- *     file handle for it), and a read past the end as fgetattr, which src/fuse/adapter.ts
- *     `_op_fgetattr` also answers by path (`this.attrOf(path)`) for snapshot handles; the
- *     name is gone from the catalog, so `volume.view(name)` throws ENOENT. `cat` fstat()s
- *     its input first, so it reads nothing.
- * (2) is no longer preserved: src/volume/volume.ts `deleteSnapshots` lowers the
- *     copy-on-write horizon to the newest *remaining* snapshot
- *     (`cow.setEpoch(..., catalog.newest()?.nextFid ?? 0)`), ignoring views that still
- *     have open files, so once the live file is rewritten the open file reads the new data.
- */
-const knownOpenFileBug = (title: string, body: Body) => test.failing(title, (t) => gated(() => body(t)));
+/** A snapshot deleted under an open file: it reads on, with the snapshot's content (this was a bug, now fixed). */
+const knownOpenFileBug = (title: string, body: Body) => cli(title, body);
 
 /**
  * Stale-lookup bug: the kernel caches a failed lookup for entry_timeout (negative_timeout is
