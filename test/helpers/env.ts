@@ -183,3 +183,23 @@ export function seedFromEnv(name: string): number {
   const v = process.env[name];
   return v ? Number(v) : Math.floor(Math.random() * 2 ** 31);
 }
+
+/**
+ * A gate letting at most `n` bodies run at once: for test files whose cases each start
+ * many processes and daemons, where running every case together only makes all slow.
+ */
+export function concurrencyGate(n: number): (fn: () => Promise<void>) => Promise<void> {
+  let running = 0;
+  const waiting: Array<() => void> = [];
+  return async (fn) => {
+    if (running >= n) await new Promise<void>((r) => waiting.push(r));
+    else running++;
+    try {
+      await fn();
+    } finally {
+      const next = waiting.shift();
+      if (next) next();
+      else running--;
+    }
+  };
+}

@@ -9,6 +9,7 @@ import test from '../helpers/ava.js';
 import {
   ROOT, scratch, replfs, initVolume, mountVolume, forceUnmount, describeTree, run, sh, isMounted,
   type Scratch, type RunResult, type TreeEntry,
+  concurrencyGate,
 } from '../helpers/env.js';
 import { ExitCode, type ExitCodeName } from '../../src/errors/index.js';
 import { COMMANDS, mainHelp } from '../../src/cli/main.js';
@@ -25,19 +26,7 @@ const NAMES = COMMANDS.map((c) => c.name);
  * file run at once only makes them all slow. At most this many run together.
  */
 const PARALLEL = 4;
-let running = 0;
-const waiting: Array<() => void> = [];
-async function gated(fn: () => Promise<void>): Promise<void> {
-  if (running >= PARALLEL) await new Promise<void>((r) => waiting.push(r));
-  else running++;
-  try {
-    await fn();
-  } finally {
-    const next = waiting.shift();
-    if (next) next();
-    else running--;
-  }
-}
+const gated = concurrencyGate(PARALLEL);
 
 type Body = (t: ExecutionContext) => Promise<void>;
 /** Declares a test whose body waits for a free slot. */

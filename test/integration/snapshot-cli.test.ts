@@ -12,6 +12,7 @@ import test from '../helpers/ava.js';
 import {
   scratch, replfs, initVolume, mountVolume, describeTree, run, waitFor, isMounted,
   type Scratch, type RunResult, type TreeEntry,
+  concurrencyGate,
 } from '../helpers/env.js';
 import { ExitCode, type ExitCodeName } from '../../src/errors/index.js';
 
@@ -19,19 +20,7 @@ import { ExitCode, type ExitCodeName } from '../../src/errors/index.js';
 
 /** Each case starts many short-lived `replfs` processes and daemons; at most this many cases run together. */
 const PARALLEL = 3;
-let running = 0;
-const waiting: Array<() => void> = [];
-async function gated(fn: () => Promise<void>): Promise<void> {
-  if (running >= PARALLEL) await new Promise<void>((r) => waiting.push(r));
-  else running++;
-  try {
-    await fn();
-  } finally {
-    const next = waiting.shift();
-    if (next) next();
-    else running--;
-  }
-}
+const gated = concurrencyGate(PARALLEL);
 type Body = (t: ExecutionContext) => Promise<void>;
 const cli = (title: string, body: Body) => test(title, (t) => gated(() => body(t)));
 
