@@ -26,12 +26,10 @@ export const snapshot: Command = {
   async run({ values, positionals }) {
     if (positionals[0] === 'delete') return deleteSnapshot(positionals.slice(1), values.json === true);
     if (positionals.length > 1) {
-      
       throw new ReplfsError('usage', `unexpected argument ${JSON.stringify(positionals[1])}`, 'see: replfs snapshot --help');
     }
     const label = values.label as string | undefined;
     if (label !== undefined && (label.length > 1024 || label.includes('\0'))) {
-      
       throw new ReplfsError('usage', 'a label is at most 1024 characters, without NUL');
     }
     const res = await act<SnapshotResult>(positionals[0]!, 'snapshot', { quiesce: values.quiesce === true, label: label ?? null });
@@ -45,7 +43,6 @@ export const snapshot: Command = {
 };
 
 async function deleteSnapshot(args: string[], json: boolean): Promise<number> {
-  
   if (args.length !== 2) throw new ReplfsError('usage', 'usage: replfs snapshot delete <path> <name>', 'see: replfs snapshot --help');
   checkSnapshotName(args[1]!);
   const res = await act<{ deleted: string; gc: GcReport }>(args[0]!, 'snapshot-delete', { name: args[1] });

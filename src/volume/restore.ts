@@ -11,7 +11,7 @@ import { ReplfsError, hasCode } from '../errors/index.js';
 import { TypeTag, type PreservedAttr } from './format.js';
 import { io } from './io.js';
 import * as sys from './sys.js';
-import type { SnapshotView } from './view.js';
+import { specOf, type SnapshotView } from './view.js';
 
 /** Where restored files go. Paths are relative to the sink's base ('' is the base itself). */
 export interface Sink {
@@ -40,7 +40,6 @@ export interface RestoreReport {
 const CHUNK = 1024 * 1024;
 const ZERO = Buffer.alloc(CHUNK);
 const HOLE_GRAIN = 64 * 1024;
-const NS = 1_000_000_000n;
 
 const join = (dir: string, name: string) => (dir === '' ? name : `${dir}/${name}`);
 
@@ -110,11 +109,6 @@ export async function restoreTree(view: SnapshotView, from: string, sink: Sink, 
   return report;
 }
 
-function spec(ns: string): { sec: number; nsec: number } {
-  const n = BigInt(ns);
-  return { sec: Number(n / NS), nsec: Number(n % NS) };
-}
-
 /** A sink writing plain files under an absolute directory. */
 export class DirSink implements Sink {
   constructor(private readonly base: string) {}
@@ -150,8 +144,8 @@ export class DirSink implements Sink {
     await fsp.lchown(p, a.uid, a.gid).catch((err) => { if (!hasCode(err, 'EPERM')) throw err; });
     if (!isLink) await fsp.chmod(p, a.mode & 0o7777);
     for (const [name, value] of a.x ?? []) await sys.lsetxattr(p, name, Buffer.from(value, 'base64'), 0);
-    const at = spec(a.atime);
-    const mt = spec(a.mtime);
+    const at = specOf(a.atime);
+    const mt = specOf(a.mtime);
     await sys.utimensat(p, at.sec, at.nsec, mt.sec, mt.nsec, true);
   }
 }

@@ -37,7 +37,8 @@ const NS = 1_000_000_000n;
 const DT_OF_TAG: Record<string, number> = { f: 8, d: 4, l: 10, p: 1, s: 12, c: 2, b: 6 };
 const CACHE_LIMIT = 20000;
 
-function spec(ns: string): TimeSpec {
+/** A time in nanoseconds (decimal string, as stored) as seconds and nanoseconds. */
+export function specOf(ns: string): TimeSpec {
   const n = BigInt(ns);
   let sec = n / NS;
   let nsec = n % NS;
@@ -182,13 +183,7 @@ export class SnapshotView {
     if (cached) return cached;
     const live = await this.live(fid);
     const liveAttr = live ? await captureAttr(live.st, live.abs, false) : null;
-    let value: PreservedAttr | null = null;
-    const { store } = this.ctx;
-    for await (const [, raw] of store.entries(Sublevel.attrs, { gte: attrKey(fid, this.snap.epoch), lt: `${hex(fid)}"` })) {
-      value = JSON.parse(raw.toString('utf8')) as PreservedAttr;
-      break;
-    }
-    value ??= liveAttr;
+    const value = (await this.preservedAttr(fid)) ?? liveAttr;
     if (!value) throw new FsError('EIO', `file ${fid} of snapshot ${this.snap.name} has neither a preserved nor a live version`);
     this.remember(this.attrs, fid, value);
     return value;
@@ -231,7 +226,7 @@ export class SnapshotView {
     return {
       mode: a.mode, uid: a.uid, gid: a.gid, size: a.size, nlink: a.nlink,
       ino: viewIno(fid, this.snap.epoch), dev: 0, rdev: a.rdev, blksize: 4096, blocks: a.blocks,
-      atime: spec(a.atime), mtime: spec(a.mtime), ctime: spec(a.ctime),
+      atime: specOf(a.atime), mtime: specOf(a.mtime), ctime: specOf(a.ctime),
     };
   }
 

@@ -30,7 +30,7 @@ import { BlockStore } from './blocks.js';
 import { Cow } from './cow.js';
 import { Catalog } from './snapshots.js';
 import { Barrier } from './barrier.js';
-import { SnapshotView, captureAttr, type ViewHandle } from './view.js';
+import { SnapshotView, captureAttr, specOf, type ViewHandle } from './view.js';
 import { DirSink, restoreTree, type RestoreReport, type Sink } from './restore.js';
 
 /** Who is asking, as the kernel reports it. */
@@ -1197,6 +1197,10 @@ export class Volume {
 
   /** A deleted file's farm link is needed while a kept snapshot is older than its deletion and saw it. */
   private async collectFarm(epochs: number[]): Promise<number> {
+    // Snapshots with open view files are kept too; their records are in the views.
+    const byEpoch = new Map<number, SnapshotRecord>(this.catalog.list().map((r) => [r.epoch, r]));
+    for (const v of this.viewHandles.values()) byEpoch.set(v.view.snap.epoch, v.view.snap);
+    const kept = epochs.map((e) => byEpoch.get(e)!).filter(Boolean);
     const dir = `${this.backing.stateDir()}/${FARM_DIR}`;
     let names: string[];
     try { names = await fsp.readdir(dir); } catch { return 0; }
@@ -1204,8 +1208,7 @@ export class Volume {
     for (const name of names) {
       const fid = parseInt(name, 16);
       const rec = await this.files.get(fid);
-      const needed = rec?.gone && epochs.some((e) => e < (rec.died ?? Infinity) && fid < (this.catalog.list().find((r) => r.epoch === e)?.nextFid ?? Infinity));
-      if (needed) continue;
+      if (rec?.gone && kept.some((r) => seesDeleted(r, fid, rec))) continue;
       await fsp.unlink(`${dir}/${name}`);
       removed++;
     }
@@ -1253,7 +1256,7 @@ export class Volume {
       const fid = parseInt(name, 16);
       const rec = await this.files.get(fid);
       if (!rec?.gone) continue;
-      const seen = snaps.filter((r) => r.epoch < (rec.died ?? Infinity) && fid < r.nextFid);
+      const seen = snaps.filter((r) => seesDeleted(r, fid, rec));
       if (seen.length !== 1) continue;
       const st = await io.lstat(`${dir}/${name}`).catch(() => null);
       if (st) out.set(seen[0]!.epoch, out.get(seen[0]!.epoch)! + Number(st.blocks) * 512);
@@ -1435,6 +1438,11 @@ export class Volume {
 
 // ---------------------------------------------------------------- module helpers
 
+/** Whether snapshot `snap` shows the deleted file `fid`: made before it, and older than its deletion. */
+function seesDeleted(snap: SnapshotRecord, fid: FileId, rec: FileRecord): boolean {
+  return fid < snap.nextFid && snap.epoch < (rec.died ?? Infinity);
+}
+
 /** Restores into the volume through its own operations: journaled and copy-on-write like any change. */
 class VolumeSink implements Sink {
   private readonly caller: Caller;
@@ -1469,8 +1477,7 @@ class VolumeSink implements Sink {
     await this.v.chown(p, a.uid, a.gid);
     if (!isLink) await this.v.chmod(p, a.mode & 0o7777);
     for (const [name, value] of a.x ?? []) await this.v.setxattr(p, name, Buffer.from(value, 'base64'), 0);
-    const ns = (t: string) => { const n = BigInt(t); return { sec: Number(n / NS), nsec: Number(n % NS) }; };
-    await this.v.utimens(p, ns(a.atime), ns(a.mtime));
+    await this.v.utimens(p, specOf(a.atime), specOf(a.mtime));
   }
 }
 
