@@ -25,6 +25,7 @@ export class Daemon {
   private control: ControlServer | null = null;
   /** This process's descriptor of /dev/fuse for the mount. */
   private fuseFd: number | null = null;
+  private fuse: VolumeFuse | null = null;
   private resolveStopped!: () => void;
   /** Resolves once the daemon has unmounted and closed everything. */
   readonly stopped = new Promise<void>((r) => { this.resolveStopped = r; });
@@ -74,6 +75,7 @@ export class Daemon {
       // Without the shim, hard-link aliases would show stale attributes: cache nothing.
       opts.log('attribute cache shim is not in effect; remounting with attr_timeout=0');
       await unmountPath(opts.mountpoint, false);
+      this.fuse?.dispose();
       await this.mountFuse({ ...opts.mount, attrTimeout: 0 });
     }
     await register({
@@ -102,6 +104,7 @@ export class Daemon {
     configureReplyShim(mount.attrTimeout);
     const before = new Set(await fuseDeviceFds());
     const fuse = new VolumeFuse(this.opts.mountpoint, this.volume, { ...mount, inPlace: this.inPlace });
+    this.fuse = fuse;
     await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(mountError(err, this.opts.mountpoint)) : resolve())));
     this.fuseFd = (await fuseDeviceFds()).find((fd) => !before.has(fd)) ?? null;
   }
@@ -140,6 +143,7 @@ export class Daemon {
         while (this.volume.openHandles > 0 && (await this.connected())) await new Promise((r) => setTimeout(r, 200));
       }
       if (this.watch) clearInterval(this.watch);
+      this.fuse?.dispose();
       await this.volume.close();
       this.opts.log(`unmounted ${mnt}; journal flushed`);
     };

@@ -8,7 +8,7 @@
 import Fuse from 'fuse-native';
 import { constants } from 'node:os';
 import type { Attr, Caller, DirEntry, StatFs, TimeSpec, Volume } from '../volume/index.js';
-import { FsError, SNAPSHOT_DIR, LATEST, viewIno } from '../volume/index.js';
+import { FsError, SNAPSHOT_DIR, LATEST, viewIno, watchDirectory, invalidateEntry } from '../volume/index.js';
 
 type Signal = (result: number, ...values: unknown[]) => void;
 
@@ -112,14 +112,53 @@ export function placeOf(path: string): Place {
   return { kind: 'view', name, rel };
 }
 
-const SNAPDIR_INO = 0xfffffff0;
+// `.snapshots` gets one of these per mount in the process: the shim tells mounts apart by it.
+const SNAPDIR_INO_TOP = 0xfffffff0;
+const SNAPDIR_INO_COUNT = 64;
+let snapdirsMade = 0;
 const LATEST_INO = 0xfffffff1;
 const EROFS = () => Promise.reject(new FsError('EROFS'));
 
 export class VolumeFuse extends Fuse {
+  private readonly snapdirIno = SNAPDIR_INO_TOP - (snapdirsMade++ % SNAPDIR_INO_COUNT);
+  private readonly stopWatching: () => void;
+  private invalidations: Promise<void> = Promise.resolve();
+
   constructor(mountpoint: string, private readonly volume: Volume, private readonly mountOptions: MountOptions) {
     // Every operation is listed so fuse-native registers it; the _op_ overrides below serve them.
     super(mountpoint, Object.fromEntries(OPERATIONS.map((name) => [name, unused])), { timeout: false });
+    let watching = true;
+    try {
+      watchDirectory(this.snapdirIno, true);
+    } catch {
+      watching = false; // too many mounts in one process: names then change after entry_timeout
+    }
+    const unsubscribe = volume.onSnapshotsChanged((names) => this.forgetSnapshotNames(names));
+    this.stopWatching = () => {
+      unsubscribe();
+      if (watching) watchDirectory(this.snapdirIno, false);
+    };
+  }
+
+  /** Stops telling the kernel about snapshot changes; call once the mount is gone. */
+  dispose(): void {
+    this.stopWatching();
+  }
+
+  /**
+   * Snapshots appear and disappear without an operation the kernel sees: make it forget
+   * what it cached for their names, for `latest`, and for `.snapshots` itself (its mtime
+   * is the newest snapshot's). One at a time: each may hold a thread-pool thread until
+   * lookups in `.snapshots` are answered, and those may need the pool too.
+   */
+  private forgetSnapshotNames(names: string[]): Promise<void> {
+    const run = async () => {
+      for (const name of [...names, LATEST]) await invalidateEntry(this.snapdirIno, name);
+      await invalidateEntry(this.snapdirIno, null);
+    };
+    const done = this.invalidations.then(run);
+    this.invalidations = done.catch(() => undefined);
+    return done;
   }
 
   override _fuseOptions(): string {
@@ -184,7 +223,7 @@ export class VolumeFuse extends Fuse {
     const newest = this.volume.snapshots().at(-1);
     const ms = newest ? Date.parse(newest.sourceTime) : root.mtime.sec * 1000;
     const t = { sec: Math.floor(ms / 1000), nsec: (ms % 1000) * 1_000_000 };
-    return { ...root, mode: 0o040555, nlink: 2, size: 0, blocks: 0, ino: SNAPDIR_INO, atime: t, mtime: t, ctime: t };
+    return { ...root, mode: 0o040555, nlink: 2, size: 0, blocks: 0, ino: this.snapdirIno, atime: t, mtime: t, ctime: t };
   }
 
   /** Refuses any change inside the snapshot tree; otherwise runs it on the live volume. */
@@ -215,7 +254,7 @@ export class VolumeFuse extends Fuse {
     switch (place.kind) {
       case 'live': {
         const entries = await this.volume.readdir(path);
-        if (path === '/' && this.mountOptions.snapdirVisible) entries.push({ name: SNAPSHOT_DIR, ino: SNAPDIR_INO, type: 4 });
+        if (path === '/' && this.mountOptions.snapdirVisible) entries.push({ name: SNAPSHOT_DIR, ino: this.snapdirIno, type: 4 });
         return entries;
       }
       case 'snapdir': {

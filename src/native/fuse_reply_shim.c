@@ -15,18 +15,27 @@
  *     nlink > 1 under another node id, we tell the kernel to drop the remembered node's
  *     attributes (FUSE_NOTIFY_INVAL_INODE, attributes only).
  *
- * Entries older than the cache horizon are forgotten: the kernel's copy has expired too.
+ * Entries older than the cache horizon are forgotten: the kernel's copy has expired too. A
+ * GETATTR reply for a single-link file we hold no node id for is sent uncached, since we
+ * could not invalidate it if it gained a link later.
+ *
+ * The same interposition lets the daemon drop names of `.snapshots` from the kernel's
+ * cache when snapshots are taken or deleted (see "watched directories" below).
  *
  * How: this addon is loaded with RTLD_GLOBAL before fuse-native, so these definitions come
  * first in the global symbol scope, and libfuse's own calls to fuse_reply_entry,
- * fuse_reply_create and fuse_reply_attr (through its PLT) land here. The originals are
- * found with dlsym on libfuse's handle. `fuse_reply_shim_stats` lets the daemon check that
- * the interposition is in effect before relying on it.
+ * fuse_reply_create and fuse_reply_attr, and fuse-native's to fuse_destroy (through their
+ * PLTs) land here. The originals are found with dlsym on libfuse's handle.
+ * `fuse_reply_shim_stats` lets the daemon check that the interposition is in effect before
+ * relying on it.
  */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
+#include <string.h>
+#include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -151,29 +160,173 @@ static uint64_t table_take_locked(uint64_t ino) {
   return nodeid;
 }
 
-static void touch_locked(uint64_t ino) {
-  if (table_cap == 0) return;
+/* Marks `ino` as seen again; false if it is not remembered. */
+static bool touch_locked(uint64_t ino) {
+  if (table_cap == 0) return false;
   size_t i = find_locked(ino);
-  if (table[i].ino == ino) table[i].seen = now_s();
+  if (table[i].ino != ino) return false;
+  table[i].seen = now_s();
+  return true;
+}
+
+/* ---- libfuse's notification calls ---- */
+
+static void *(*req_userdata)(fuse_req_t);
+static struct fuse_session *(*get_session)(struct fuse *);
+static struct fuse_chan *(*next_chan)(struct fuse_session *, struct fuse_chan *);
+static int (*notify_inval_inode)(struct fuse_chan *, fuse_ino_t, off_t, off_t);
+static int (*notify_inval_entry)(struct fuse_chan *, fuse_ino_t, const char *, size_t);
+static pthread_once_t notify_once = PTHREAD_ONCE_INIT;
+
+static void find_notify_calls(void) {
+  req_userdata = (void *(*)(fuse_req_t)) real_symbol("fuse_req_userdata");
+  get_session = (struct fuse_session *(*)(struct fuse *)) real_symbol("fuse_get_session");
+  next_chan = (struct fuse_chan *(*)(struct fuse_session *, struct fuse_chan *)) real_symbol("fuse_session_next_chan");
+  notify_inval_inode = (int (*)(struct fuse_chan *, fuse_ino_t, off_t, off_t)) real_symbol("fuse_lowlevel_notify_inval_inode");
+  notify_inval_entry = (int (*)(struct fuse_chan *, fuse_ino_t, const char *, size_t)) real_symbol("fuse_lowlevel_notify_inval_entry");
+}
+
+static bool notify_ready(void) {
+  pthread_once(&notify_once, find_notify_calls);
+  return req_userdata && get_session && next_chan && notify_inval_inode && notify_inval_entry;
+}
+
+/* High-level libfuse passes its struct fuse as the low-level user data. */
+static struct fuse *fuse_of(fuse_req_t req) {
+  return notify_ready() ? (struct fuse *) req_userdata(req) : NULL;
+}
+
+static struct fuse_chan *chan_of(struct fuse *f) {
+  struct fuse_session *se = f ? get_session(f) : NULL;
+  return se ? next_chan(se, NULL) : NULL;
 }
 
 static void invalidate_attrs(fuse_req_t req, uint64_t nodeid) {
-  static void *(*req_userdata)(fuse_req_t);
-  static struct fuse_session *(*get_session)(struct fuse *);
-  static struct fuse_chan *(*next_chan)(struct fuse_session *, struct fuse_chan *);
-  static int (*notify_inval_inode)(struct fuse_chan *, fuse_ino_t, off_t, off_t);
-  if (!notify_inval_inode) {
-    req_userdata = (void *(*)(fuse_req_t)) real_symbol("fuse_req_userdata");
-    get_session = (struct fuse_session *(*)(struct fuse *)) real_symbol("fuse_get_session");
-    next_chan = (struct fuse_chan *(*)(struct fuse_session *, struct fuse_chan *)) real_symbol("fuse_session_next_chan");
-    notify_inval_inode = (int (*)(struct fuse_chan *, fuse_ino_t, off_t, off_t)) real_symbol("fuse_lowlevel_notify_inval_inode");
-  }
-  if (!req_userdata || !get_session || !next_chan || !notify_inval_inode) return;
-  /* High-level libfuse passes its struct fuse as the low-level user data. */
-  struct fuse_session *se = get_session((struct fuse *) req_userdata(req));
-  struct fuse_chan *ch = se ? next_chan(se, NULL) : NULL;
+  struct fuse_chan *ch = chan_of(fuse_of(req));
   /* A negative offset invalidates the attributes only, never the page cache. */
   if (ch && notify_inval_inode(ch, (fuse_ino_t) nodeid, -1, 0) == 0) atomic_fetch_add(&shim_invalidated, 1);
+}
+
+/*
+ * ---- watched directories: entries that change behind the kernel's back ----
+ *
+ * A mount's `.snapshots` gains and loses names when snapshots are taken and deleted, not
+ * through any operation the kernel sees, so its cached entries (and a cached "no such
+ * name") would outlive the change by entry_timeout. The daemon names such a directory by
+ * its inode number; replies that enter it record its node id and mount, and the daemon
+ * then asks for single names to be dropped.
+ */
+
+#define MAX_WATCHED 64
+
+struct watched {
+  uint64_t ino;     /* 0 = free */
+  uint64_t nodeid;  /* 0 = not looked up yet */
+  struct fuse *fuse;
+};
+
+static pthread_mutex_t watch_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct watched watched[MAX_WATCHED];
+static atomic_int watched_count;
+/* Held for reading while a notification is written, for writing while a mount is destroyed. */
+static pthread_rwlock_t notify_lock = PTHREAD_RWLOCK_INITIALIZER;
+
+static void remember_watched(fuse_req_t req, uint64_t nodeid, const struct stat *st) {
+  if (atomic_load(&watched_count) == 0 || !S_ISDIR(st->st_mode)) return;
+  pthread_mutex_lock(&watch_lock);
+  for (size_t i = 0; i < MAX_WATCHED; i++) {
+    if (watched[i].ino != (uint64_t) st->st_ino) continue;
+    struct fuse *f = fuse_of(req);
+    if (f) {
+      watched[i].nodeid = nodeid;
+      watched[i].fuse = f;
+    }
+    break;
+  }
+  pthread_mutex_unlock(&watch_lock);
+}
+
+/* Starts (on != 0) or stops watching the directory with inode number `ino`. 0, or -ENOSPC. */
+int fuse_reply_shim_watch(uint64_t ino, int on) {
+  int rc = on ? -ENOSPC : 0;
+  pthread_mutex_lock(&watch_lock);
+  for (size_t i = 0; i < MAX_WATCHED; i++) {
+    if (watched[i].ino == ino && ino != 0) {
+      if (!on) {
+        watched[i] = (struct watched){ 0 };
+        atomic_fetch_sub(&watched_count, 1);
+      }
+      rc = 0;
+      break;
+    }
+  }
+  if (on && rc != 0) {
+    for (size_t i = 0; i < MAX_WATCHED; i++) {
+      if (watched[i].ino != 0) continue;
+      watched[i] = (struct watched){ .ino = ino };
+      atomic_fetch_add(&watched_count, 1);
+      rc = 0;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&watch_lock);
+  return rc;
+}
+
+/*
+ * Tells the kernel to drop the entry `name` in the watched directory `ino`, or the
+ * directory's own attributes when `name` is NULL. Returns 0 when the kernel took it,
+ * 1 when there was nothing to drop (the directory was never looked up, or the kernel
+ * has no such entry), or a negative errno. May block until the kernel can lock the
+ * directory, that is until lookups in it have been answered: never call it from the
+ * thread that answers them.
+ */
+int fuse_reply_shim_invalidate(uint64_t ino, const char *name) {
+  uint64_t nodeid = 0;
+  struct fuse *f = NULL;
+  pthread_mutex_lock(&watch_lock);
+  for (size_t i = 0; i < MAX_WATCHED; i++) {
+    if (watched[i].ino == ino && ino != 0) {
+      nodeid = watched[i].nodeid;
+      f = watched[i].fuse;
+      break;
+    }
+  }
+  pthread_mutex_unlock(&watch_lock);
+  if (nodeid == 0 || !notify_ready()) return 1;
+  pthread_rwlock_rdlock(&notify_lock);
+  /* The mount may have been destroyed since the table was read: look again under the lock. */
+  bool alive = false;
+  pthread_mutex_lock(&watch_lock);
+  for (size_t i = 0; i < MAX_WATCHED; i++) alive = alive || (watched[i].ino == ino && watched[i].fuse == f);
+  pthread_mutex_unlock(&watch_lock);
+  struct fuse_chan *ch = alive ? chan_of(f) : NULL;
+  int rc = 1;
+  if (ch) rc = name ? notify_inval_entry(ch, (fuse_ino_t) nodeid, name, strlen(name))
+                    : notify_inval_inode(ch, (fuse_ino_t) nodeid, -1, 0);
+  pthread_rwlock_unlock(&notify_lock);
+  if (rc == -ENOENT) return 1;
+  return rc;
+}
+
+/*
+ * fuse-native destroys its struct fuse when the mount ends; notifications must not use it
+ * after that. Interposed like the replies above; waits for a notification being written
+ * (the kernel fails those quickly once the connection is gone).
+ */
+void fuse_destroy(struct fuse *f) {
+  static void (*real)(struct fuse *);
+  if (!real) real = (void (*)(struct fuse *)) real_symbol("fuse_destroy");
+  pthread_rwlock_wrlock(&notify_lock);
+  pthread_mutex_lock(&watch_lock);
+  for (size_t i = 0; i < MAX_WATCHED; i++) {
+    if (watched[i].fuse != f) continue;
+    watched[i].fuse = NULL;
+    watched[i].nodeid = 0;
+  }
+  pthread_mutex_unlock(&watch_lock);
+  pthread_rwlock_unlock(&notify_lock);
+  if (real) real(f);
 }
 
 /*
@@ -186,10 +339,15 @@ static double decide(fuse_req_t req, uint64_t nodeid, const struct stat *st, dou
   uint64_t ino = (uint64_t) st->st_ino;
   if (st->st_nlink <= 1) {
     pthread_mutex_lock(&table_lock);
+    bool known = true;
     if (nodeid != 0) table_put_locked(ino, nodeid);
-    else touch_locked(ino);
+    else known = touch_locked(ino);
     pthread_mutex_unlock(&table_lock);
-    return attr_timeout;
+    if (known) return attr_timeout;
+    /* A GETATTR for a node we cannot name (it lost its entry when it had several links,
+       or the table was full): if it gained a link later we could not invalidate it. */
+    atomic_fetch_add(&shim_uncached, 1);
+    return 0;
   }
   pthread_mutex_lock(&table_lock);
   uint64_t stale = table_take_locked(ino);
@@ -203,6 +361,7 @@ int fuse_reply_entry(fuse_req_t req, const struct fuse_entry_param *e) {
   static int (*real)(fuse_req_t, const struct fuse_entry_param *);
   if (!real) real = (int (*)(fuse_req_t, const struct fuse_entry_param *)) real_symbol("fuse_reply_entry");
   if (e == NULL || e->ino == 0) return real(req, e);
+  remember_watched(req, e->ino, &e->attr);
   struct fuse_entry_param copy = *e;
   copy.attr_timeout = decide(req, e->ino, &e->attr, e->attr_timeout);
   return real(req, &copy);

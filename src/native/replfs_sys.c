@@ -148,7 +148,8 @@ typedef enum {
   OP_UTIMENSAT,
   OP_FUTIMENS,
   OP_READDIR,
-  OP_PUNCH
+  OP_PUNCH,
+  OP_INVALIDATE
 } op_t;
 
 typedef struct {
@@ -312,6 +313,9 @@ static void do_readdir(req_t *r) {
   closedir(dir);
 }
 
+int fuse_reply_shim_invalidate(uint64_t ino, const char *name);
+int fuse_reply_shim_watch(uint64_t ino, int on);
+
 static void execute(napi_env env, void *data) {
   (void) env;
   req_t *r = (req_t *) data;
@@ -344,6 +348,15 @@ static void execute(napi_env env, void *data) {
     case OP_PUNCH:
       rc = fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t) r->offset, (off_t) r->length);
       break;
+    case OP_INVALIDATE:
+      /* Off the JS thread: the kernel may hold this until a lookup that JS answers is done. */
+      rc = fuse_reply_shim_invalidate((uint64_t) r->offset, r->path);
+      if (rc < 0) {
+        r->err = -rc;
+        return;
+      }
+      r->count = (size_t) rc;
+      return;
   }
   if (rc < 0) r->err = errno;
 }
@@ -432,6 +445,9 @@ static napi_value make_result(napi_env env, req_t *r) {
       napi_set_named_property(env, result, "types", types);
       break;
     }
+    case OP_INVALIDATE:
+      napi_get_boolean(env, r->count == 0, &result);
+      break;
     default:
       napi_get_undefined(env, &result);
       break;
@@ -754,6 +770,46 @@ static napi_value js_configure_reply_shim(napi_env env, napi_callback_info info)
   return NULL;
 }
 
+/*
+ * watchDirectory(ino, on): start or stop letting invalidateEntry() name the mount's
+ * directory with inode number `ino` (see fuse_reply_shim.c). Throws when the table is full.
+ */
+static napi_value js_watch_directory(napi_env env, napi_callback_info info) {
+  size_t argc = 2;
+  napi_value argv[2];
+  napi_get_cb_info(env, info, &argc, argv, NULL, NULL);
+  int64_t ino = 0;
+  bool on = false;
+  if (argc < 2 || get_number_i64(env, argv[0], &ino) != 0 || ino <= 0 || napi_get_value_bool(env, argv[1], &on) != napi_ok) {
+    napi_throw_type_error(env, "ERR_INVALID_ARG_TYPE", "watchDirectory(ino: positive number, on: boolean)");
+    return NULL;
+  }
+  if (fuse_reply_shim_watch((uint64_t) ino, on ? 1 : 0) != 0) {
+    napi_throw_error(env, "ENOSPC", "watchDirectory: too many watched directories");
+  }
+  return NULL;
+}
+
+/*
+ * invalidateEntry(ino, name | null): resolves true when the kernel dropped the entry
+ * `name` of the watched directory `ino` (or its attributes, for null), false when it had
+ * nothing cached. Runs on the thread pool: the kernel may wait for lookups JS answers.
+ */
+static napi_value js_invalidate_entry(napi_env env, napi_callback_info info) {
+  GET_ARGS(2)
+  REQ_NEW(OP_INVALIDATE, "fuse_notify_inval")
+  ARG_I64(0, ino, "ino")
+  if (ino <= 0) {
+    req_free(r);
+    return reject_arg(env, "ERR_OUT_OF_RANGE", "The \"ino\" argument must be positive");
+  }
+  r->offset = ino;
+  napi_valuetype type;
+  napi_typeof(env, argv[1], &type);
+  if (type != napi_null) ARG_STRING(1, path, "name");
+  return queue(env, r);
+}
+
 static napi_value init(napi_env env, napi_value exports) {
   napi_property_descriptor props[] = {
     { "lgetxattr", NULL, js_lgetxattr, NULL, NULL, NULL, napi_enumerable, NULL },
@@ -770,6 +826,8 @@ static napi_value init(napi_env env, napi_value exports) {
     { "readdirIno", NULL, js_readdir_ino, NULL, NULL, NULL, napi_enumerable, NULL },
     { "replyShimStats", NULL, js_reply_shim_stats, NULL, NULL, NULL, napi_enumerable, NULL },
     { "configureReplyShim", NULL, js_configure_reply_shim, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "watchDirectory", NULL, js_watch_directory, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "invalidateEntry", NULL, js_invalidate_entry, NULL, NULL, NULL, napi_enumerable, NULL },
   };
   napi_define_properties(env, exports, sizeof(props) / sizeof(props[0]), props);
 

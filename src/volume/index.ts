@@ -8,6 +8,6 @@ export {
 export { LATEST, isSnapshotName } from './snapshots.js';
 export { viewIno } from './view.js';
 export { readMounts, isUnder, REPLFS_FSTYPE, type MountEntry } from './mounts.js';
-export { UTIME_NOW, UTIME_OMIT, replyShimStats, configureReplyShim, cloexecAll } from './sys.js';
+export { UTIME_NOW, UTIME_OMIT, replyShimStats, configureReplyShim, cloexecAll, watchDirectory, invalidateEntry } from './sys.js';
 // The errno-carrying error, for the adapter's read-only answers.
 export { FsError } from '../errors/index.js';

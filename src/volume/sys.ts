@@ -45,6 +45,8 @@ interface NativeBinding {
   futimens(fd: number, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): Promise<void>;
   replyShimStats(): ReplyShimStats;
   configureReplyShim(attrTimeoutSeconds: number): void;
+  watchDirectory(ino: number, on: boolean): void;
+  invalidateEntry(ino: number, name: string | null): Promise<boolean>;
   readdirIno(path: string): Promise<DirEntries>;
   UTIME_NOW: number;
   UTIME_OMIT: number;
@@ -226,4 +228,23 @@ export function replyShimStats(): ReplyShimStats {
 /** Tells the shim how long the kernel may cache attributes (the mount's attr_timeout). */
 export function configureReplyShim(attrTimeoutSeconds: number): void {
   native.configureReplyShim(attrTimeoutSeconds);
+}
+
+/**
+ * Lets invalidateEntry() reach the mount's directory with inode number `ino` (for
+ * `.snapshots`, whose names change without the kernel seeing an operation). The shim
+ * learns the directory's node from the replies that look it up.
+ */
+export function watchDirectory(ino: number, on: boolean): void {
+  native.watchDirectory(ino, on);
+}
+
+/**
+ * Makes the kernel forget the entry `name` of a watched directory (or, for null, the
+ * directory's attributes), cached or cached as missing. Resolves false when it had nothing
+ * cached. Runs on the thread pool because the kernel waits for lookups in the directory
+ * to be answered; keep at most one in flight so that those lookups still find a thread.
+ */
+export function invalidateEntry(ino: number, name: string | null): Promise<boolean> {
+  return native.invalidateEntry(ino, name);
 }

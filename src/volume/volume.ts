@@ -160,6 +160,7 @@ export class Volume {
   private readonly barrier = new Barrier();
   private readonly views = new Map<number, SnapshotView>();
   private readonly viewHandles = new Map<number, OpenView>();
+  private readonly snapshotListeners = new Set<(names: string[]) => Promise<void>>();
   private nextViewHandle = VIEW_HANDLE_BASE;
   private farmReady: Promise<void> | null = null;
   readonly myUid = process.getuid?.() ?? 0;
@@ -1022,6 +1023,7 @@ export class Volume {
       this.catalog.release(name);
       throw err;
     }
+    let rec: SnapshotRecord;
     try {
       const cut = new Date();
       // The journal of the closing epoch must be complete on disk; records of new files are
@@ -1030,7 +1032,7 @@ export class Volume {
       await this.store.write(this.journal.flushOps(), true);
       await this.blocks.sync();
       const epoch = this.journal.epoch;
-      const rec: SnapshotRecord = {
+      rec = {
         name, epoch, sourceTime: cut.toISOString(), label: opts.label ?? null,
         consistency: opts.consistency ?? 'crash', nextFid: this.files.next,
       };
@@ -1042,13 +1044,27 @@ export class Volume {
       this.catalog.add(rec);
       this.currentJournal = Journal.fresh(this.store, epoch + 1, this.config.blockSize, blocksPerRegion(this.config.blockSize));
       this.cow.setEpoch(epoch + 1, rec.nextFid);
-      return rec;
     } catch (err) {
       this.catalog.release(name);
       throw err;
     } finally {
       this.barrier.lower();
     }
+    await this.announceSnapshots([name]);
+    return rec;
+  }
+
+  /**
+   * Calls `listener` with the names of snapshots taken or deleted, each time that happens;
+   * snapshot() and deleteSnapshots() wait for it before they return. Returns the unsubscriber.
+   */
+  onSnapshotsChanged(listener: (names: string[]) => Promise<void>): () => void {
+    this.snapshotListeners.add(listener);
+    return () => this.snapshotListeners.delete(listener);
+  }
+
+  private async announceSnapshots(names: string[]): Promise<void> {
+    await Promise.all([...this.snapshotListeners].map((l) => l(names).catch(() => undefined)));
   }
 
   snapshots(): SnapshotRecord[] {
@@ -1116,6 +1132,7 @@ export class Volume {
       this.catalog.remove(rec);
       this.views.delete(rec.epoch);
     }
+    await this.announceSnapshots(recs.map((r) => r.name));
     // Snapshots deleted with files still open in them keep being preserved for until closed.
     const open = [...this.viewHandles.values()].map((v) => v.view.snap.nextFid);
     this.cow.setEpoch(this.journal.epoch, Math.max(this.catalog.newest()?.nextFid ?? 0, ...open));

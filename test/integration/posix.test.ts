@@ -158,6 +158,16 @@ test('hard links: link counts and attributes are fresh on every name at once', a
   t.deepEqual(j['dir/file.txt']!.kinds, ['data', 'attributes', 'linked', 'unlinked']);
 });
 
+test('hard links: a file that loses its second name and gains another shows fresh attributes through the first', async (t) => {
+  const f = await fixture(t);
+  const a = path.join(f.mnt, 'dir', 'file.txt');
+  // One shell so that every step lands within the attribute cache time.
+  const out = await sh(t, `cd ${f.mnt} && echo two > dir/file.txt && ln dir/file.txt y && rm y && stat -c %s dir/file.txt && ln dir/file.txt z && echo more >> z && stat -c %s,%h dir/file.txt && cat dir/file.txt`);
+  t.is(out, '4\n9,2\ntwo\nmore\n', 'size and link count through the first name follow the change made through the new one');
+  t.is((await fsp.stat(a)).size, 9);
+  await same(t, f, 'relink');
+});
+
 test('chmod, chown, and exact nanosecond times with touch -a and touch -m', async (t) => {
   const f = await fixture(t);
   const p = path.join(f.mnt, 'dir', 'file.txt');

@@ -27,17 +27,6 @@ const cli = (title: string, body: Body) => test(title, (t) => gated(() => body(t
 /** A snapshot deleted under an open file: it reads on, with the snapshot's content (this was a bug, now fixed). */
 const knownOpenFileBug = (title: string, body: Body) => cli(title, body);
 
-/**
- * Stale-lookup bug: the kernel caches a failed lookup for entry_timeout (negative_timeout is
- * set to the same, default 1 s), and a snapshot taken through the daemon changes
- * `.snapshots` without the kernel knowing. So `.snapshots/latest` looked up while there was
- * no snapshot stays ENOENT for up to entry_timeout after `replfs snapshot` returned, though
- * `ls .snapshots` lists it (the same for a new snapshot's name looked up before it existed).
- * Seen with the default 1 s; the case below mounts with entry_timeout=30 so that it always
- * shows. (Fix: have the daemon invalidate those entries when the catalog changes, e.g.
- * fuse_lowlevel_notify_inval_entry, or answer lookups in .snapshots with no negative caching.)
- */
-const knownStaleLookupBug = (title: string, body: Body) => test.failing(title, (t) => gated(() => body(t)));
 
 /** A failed command: the exit code, nothing on stdout, and a message naming the problem. */
 function fails(t: ExecutionContext, r: RunResult, exit: ExitCodeName, command: string, message: string, what = ''): void {
@@ -371,9 +360,8 @@ cli('.snapshots is left out of the root listing unless mounted with -o snapdir=v
   const live = fs.readdirSync(dir).sort();
   t.false(live.includes('.snapshots'), 'hidden by default');
   t.true(fs.statSync(snapdir).isDirectory(), 'reachable by name');
-  // (Listed, not looked up by name: a failed lookup of `latest` now would be cached by the
-  // kernel past the snapshot below; see knownStaleLookupBug.)
   t.deepEqual(fs.readdirSync(snapdir), [], 'empty before the first snapshot, no latest');
+  t.is(errnoOf(() => fs.lstatSync(path.join(snapdir, 'latest'))), 'ENOENT', 'no latest before the first snapshot');
   const a = await snap(t, s, dir);
   t.deepEqual(fs.readdirSync(snapdir).sort(), [a, 'latest'].sort());
   t.is(fs.readlinkSync(path.join(snapdir, 'latest')), a);
@@ -403,16 +391,40 @@ cli('.snapshots is left out of the root listing unless mounted with -o snapdir=v
   t.false(fs.existsSync(snapdir), 'nothing named .snapshots in the directory itself');
 });
 
-knownStaleLookupBug('.snapshots/latest looked up while missing is found as soon as a snapshot is taken (-o entry_timeout=30)', async (t) => {
+// The kernel caches names (and missing names) for entry_timeout; snapshots change
+// `.snapshots` without an operation the kernel sees, so the daemon must make it forget.
+cli('.snapshots follows snapshots taken and deleted at once, even with -o entry_timeout=30,attr_timeout=30', async (t) => {
   const s = scratch(t);
   const dir = await volume(t, s);
-  await mountVolume(t, s, dir, undefined, ['-o', 'entry_timeout=30']);
-  const latest = path.join(dir, '.snapshots', 'latest');
+  await mountVolume(t, s, dir, undefined, ['-o', 'entry_timeout=30,attr_timeout=30']);
+  const snapdir = path.join(dir, '.snapshots');
+  const latest = path.join(snapdir, 'latest');
   t.is(errnoOf(() => fs.lstatSync(latest)), 'ENOENT', 'no latest without snapshots');
+  const before = fs.statSync(snapdir).mtimeMs;
   const a = await snap(t, s, dir);
-  t.deepEqual(fs.readdirSync(path.join(dir, '.snapshots')).sort(), [a, 'latest'].sort(), 'listed');
-  t.is(errnoOf(() => fs.readlinkSync(latest)), 'no error', 'found by name right after the snapshot');
+  t.true(fs.statSync(snapdir).mtimeMs > before, '.snapshots mtime follows the newest snapshot at once');
+  t.deepEqual(fs.readdirSync(snapdir).sort(), [a, 'latest'].sort(), 'listed');
+  t.is(errnoOf(() => fs.readlinkSync(latest)), 'no error', 'latest found by name right after the first snapshot');
   t.true(fs.existsSync(path.join(latest, 'a.txt')));
+  // Names of the next few seconds, looked up while missing; the next snapshot takes one.
+  const second = (ahead: number) => new Date(Math.floor(Date.now() / 1000) * 1000 + ahead * 1000).toISOString().replace('.000Z', 'Z').replaceAll(':', '-');
+  const ahead = [1, 2, 3, 4, 5, 6, 7, 8].map(second);
+  for (const n of ahead) t.is(errnoOf(() => fs.statSync(path.join(snapdir, n))), 'ENOENT', `${n} before it exists`);
+  let b = a;
+  while (b < ahead[0]!) b = await snap(t, s, dir);
+  t.true(ahead.includes(b), `the snapshot ${b} took one of the names looked up`);
+  t.true(fs.statSync(path.join(snapdir, b)).isDirectory(), `${b}, looked up while missing, is found at once`);
+  t.is(fs.readlinkSync(latest), b, 'latest moved to the newest at once');
+  t.is(fs.lstatSync(latest).size, b.length, 'and its size with it');
+  // Cached entries go as soon as a snapshot is deleted, with everything below them.
+  t.true(fs.existsSync(path.join(snapdir, a, 'sub', 'deeper', 'c.txt')));
+  await ok(t, s, ['snapshot', 'delete', dir, b]);
+  t.is(errnoOf(() => fs.statSync(path.join(snapdir, b))), 'ENOENT', 'a deleted snapshot is gone by name at once');
+  t.is(fs.readlinkSync(latest), a, 'latest falls back to the remaining newest');
+  await ok(t, s, ['snapshot', 'delete', dir, a]);
+  t.is(errnoOf(() => fs.statSync(path.join(snapdir, a, 'sub', 'deeper', 'c.txt'))), 'ENOENT', 'paths inside it too');
+  t.is(errnoOf(() => fs.lstatSync(latest)), 'ENOENT', 'no latest once the last snapshot is gone');
+  t.deepEqual(fs.readdirSync(snapdir), []);
   await ok(t, s, ['unmount', dir]);
 });
 
