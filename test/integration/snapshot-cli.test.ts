@@ -24,8 +24,6 @@ const gated = concurrencyGate(PARALLEL);
 type Body = (t: ExecutionContext) => Promise<void>;
 const cli = (title: string, body: Body) => test(title, (t) => gated(() => body(t)));
 
-/** A snapshot deleted under an open file: it reads on, with the snapshot's content (this was a bug, now fixed). */
-const knownOpenFileBug = (title: string, body: Body) => cli(title, body);
 
 
 /** A failed command: the exit code, nothing on stdout, and a message naming the problem. */
@@ -780,11 +778,11 @@ cli('a snapshot deleted under an open file: the name goes at once, reads within 
   await deletedUnderReader(t, READ_EXACT);
 });
 
-knownOpenFileBug('a snapshot deleted under an open file: `cat <&3` (fstat, read to the end) reads it all', async (t) => {
+cli('a snapshot deleted under an open file: `cat <&3` (fstat, read to the end) reads it all', async (t) => {
   await deletedUnderReader(t, () => 'cat <&3');
 });
 
-knownOpenFileBug('a snapshot deleted under an open file: the file keeps its content while the live file is rewritten', async (t) => {
+cli('a snapshot deleted under an open file: the file keeps its content while the live file is rewritten', async (t) => {
   await deletedUnderReader(t, READ_EXACT, (dir) => {
     const fd = fs.openSync(path.join(dir, 'big.bin'), 'r+');
     fs.writeSync(fd, Buffer.alloc(300_000, 0xee), 0, 300_000, 0);
