@@ -32,6 +32,7 @@ import {
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const SMALLFILES = path.join(HERE, 'smallfiles.js');
+const COWFLOOR = path.join(HERE, 'cowfloor.js');
 const COMMAND_TIMEOUT_MS = 15 * 60_000;
 
 function intEnv(name: string, fallback: number, min = 1): number {
@@ -272,6 +273,7 @@ function runSnapshotGroup(): Promise<SnapReport> {
     workloads: snapWorkloads,
     configs: settings.configs,
     smallfiles: SMALLFILES,
+    cowfloor: COWFLOOR,
     progress,
     warn,
     adopt: (t) => { extraTargets.push(t); },
