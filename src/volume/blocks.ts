@@ -40,6 +40,22 @@ export function hashBlock(data: Buffer): Buffer {
   return blake3(data);
 }
 
+/**
+ * The blocks as one buffer without copying, when they lie back to back in one piece of
+ * memory and all but the last fill whole alignment units (so the pack layout has no gaps).
+ */
+function contiguous(blocks: Buffer[]): Buffer | null {
+  const first = blocks[0]!;
+  let length = first.length;
+  for (let k = 1; k < blocks.length; k++) {
+    const prev = blocks[k - 1]!;
+    const b = blocks[k]!;
+    if (prev.length % ALIGN !== 0 || b.buffer !== first.buffer || b.byteOffset !== prev.byteOffset + prev.length) return null;
+    length += b.length;
+  }
+  return blocks.length === 1 ? first : Buffer.from(first.buffer, first.byteOffset, length);
+}
+
 const packName = (n: number) => `pack-${n.toString(16).padStart(8, '0')}.dat`;
 const alignUp = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
 
@@ -158,8 +174,9 @@ export class BlockStore {
       at = alignUp(at + b.length);
     }
     this.offset = at;
-    const whole = blocks.length === 1 ? blocks[0]! : Buffer.alloc(at - start);
-    if (blocks.length > 1) for (let k = 0; k < blocks.length; k++) blocks[k]!.copy(whole, locs[k]![1] - start);
+    const joined = contiguous(blocks);
+    const whole = joined ?? Buffer.alloc(at - start);
+    if (!joined) for (let k = 0; k < blocks.length; k++) blocks[k]!.copy(whole, locs[k]![1] - start);
     let written = 0;
     while (written < whole.length) written += await io.write(fd, whole.subarray(written), whole.length - written, start + written);
     if (this.strict) await io.fsync(fd, true);
@@ -186,27 +203,79 @@ export class BlockStore {
 
   /** Reads a block by hash and checks it against the hash. */
   async get(hash: Buffer): Promise<Buffer> {
-    const hex = hash.toString('hex');
-    let loc = this.locs.get(hex);
-    if (!loc) {
-      const raw = await this.store.get(Sublevel.hashes, hex);
-      if (raw === undefined) throw new FsError('EIO', `preserved block ${hex} is missing from the block store`);
-      loc = JSON.parse(raw.toString('utf8')) as BlockLocation;
-      this.locs.set(hex, loc);
+    return (await this.getMany([hash]))[0]!;
+  }
+
+  /**
+   * Reads blocks by hash, checking each against its hash. Blocks stored back to back in
+   * one pack are read with one call. `prefetch` names blocks likely to be read next: their
+   * locations are looked up in the same index query, so a sequential reader queries the
+   * index once per many blocks. `dest[k]`, when given, is memory that block k exactly
+   * fills: where a run of blocks has such memory back to back, it is read there directly
+   * (and returned as is), which spares a copy for a reader whose buffer covers whole blocks.
+   */
+  async getMany(hashes: Buffer[], prefetch: Buffer[] = [], dest: Array<Buffer | null> = []): Promise<Buffer[]> {
+    const hexes = hashes.map((h) => h.toString('hex'));
+    const missing = new Set<string>();
+    for (const hex of hexes) if (!this.locs.has(hex)) missing.add(hex);
+    if (missing.size > 0) {
+      for (const h of prefetch) { const hex = h.toString('hex'); if (!this.locs.has(hex)) missing.add(hex); }
+      const keys = [...missing];
+      const raw = await this.store.getMany(Sublevel.hashes, keys);
+      for (let k = 0; k < keys.length; k++) {
+        const r = raw[k];
+        if (r !== undefined) this.cacheLocation(keys[k]!, JSON.parse(r.toString('utf8')) as BlockLocation);
+      }
     }
-    const [pack, offset, length] = loc;
-    const fd = await this.packFd(pack);
-    const buf = Buffer.allocUnsafe(length);
+    const locs = hexes.map((hex) => {
+      const loc = this.locs.get(hex);
+      if (!loc) throw new FsError('EIO', `preserved block ${hex} is missing from the block store`);
+      return loc;
+    });
+    const out = new Array<Buffer>(hashes.length);
+    const reads: Promise<void>[] = [];
+    for (let i = 0; i < locs.length;) {
+      let j = i + 1;
+      while (j < locs.length && locs[j]![0] === locs[i]![0] && locs[j]![1] === locs[j - 1]![1] + locs[j - 1]![2]) j++;
+      reads.push(this.readRun(locs, hashes, hexes, out, i, j, dest));
+      i = j;
+    }
+    await Promise.all(reads);
+    return out;
+  }
+
+  /** Reads blocks [i, j), stored back to back in one pack, into out[i..j). */
+  private async readRun(locs: BlockLocation[], hashes: Buffer[], hexes: string[], out: Buffer[], i: number, j: number, dest: Array<Buffer | null>): Promise<void> {
+    const [pack, start] = locs[i]!;
+    const length = locs[j - 1]![1] + locs[j - 1]![2] - start;
+    const fd = this.fds.get(pack) ?? await this.packFd(pack);
+    let direct = true;
+    for (let k = i; k < j && direct; k++) {
+      const d = dest[k];
+      const prev = dest[k - 1];
+      direct = !!d && d.length === locs[k]![2] &&
+        (k === i || (!!prev && prev.buffer === d.buffer && prev.byteOffset + prev.length === d.byteOffset));
+    }
+    const buf = direct ? Buffer.from(dest[i]!.buffer, dest[i]!.byteOffset, length) : Buffer.allocUnsafe(length);
     let got = 0;
     while (got < length) {
-      const n = await io.read(fd, buf.subarray(got), length - got, offset + got);
+      const n = await io.read(fd, buf.subarray(got), length - got, start + got);
       if (n === 0) break;
       got += n;
     }
-    if (got !== length || !hashBlock(buf).equals(hash)) {
-      throw new FsError('EIO', `preserved block ${hex} is damaged (pack ${packName(pack)}, offset ${offset})`);
+    for (let k = i; k < j; k++) {
+      const [, offset, len] = locs[k]!;
+      const part = buf.subarray(offset - start, offset - start + len);
+      if (offset - start + len > got || !hashBlock(part).equals(hashes[k]!)) {
+        throw new FsError('EIO', `preserved block ${hexes[k]} is damaged (pack ${packName(pack)}, offset ${offset})`);
+      }
+      out[k] = direct ? dest[k]! : part;
     }
-    return buf;
+  }
+
+  private cacheLocation(hex: string, loc: BlockLocation): void {
+    this.locs.set(hex, loc);
+    if (this.locs.size > KNOWN_LIMIT) this.locs.delete(this.locs.keys().next().value!);
   }
 
   private async packFd(pack: number): Promise<number> {

@@ -26,6 +26,8 @@ interface BlockState {
 
 /** Largest read used while preserving a run of blocks. */
 const RUN_BYTES = 1024 * 1024;
+/** Run buffers kept for reuse (enough for the stretches a sequential writer has in flight). */
+const SPARE_BUFFERS = 8;
 
 export class Cow {
   private version: Epoch = 0;
@@ -34,6 +36,7 @@ export class Cow {
   private blockStates = new Map<FileId, BlockState>();
   /** Bumped whenever blocks of a file are preserved, so open snapshot readers reload. */
   private readonly gens = new Map<FileId, number>();
+  private readonly spareBuffers: Buffer[] = [];
 
   constructor(private readonly store: Store, private readonly blocks: BlockStore, private readonly blockSize: number) {}
 
@@ -152,6 +155,16 @@ export class Cow {
     return state;
   }
 
+  /** Run buffers for reuse: fresh memory costs a page fault on each first touch. */
+  private takeBuffer(length: number): Buffer {
+    if (length > RUN_BYTES) return Buffer.allocUnsafeSlow(length);
+    return this.spareBuffers.pop() ?? Buffer.allocUnsafeSlow(RUN_BYTES);
+  }
+
+  private giveBack(buf: Buffer): void {
+    if (buf.length === RUN_BYTES && this.spareBuffers.length < SPARE_BUFFERS) this.spareBuffers.push(buf);
+  }
+
   private async preserve(fid: FileId, readFd: () => Promise<number>, todo: number[], snapSize: number, st: BlockState): Promise<void> {
     const fd = await readFd();
     const bs = this.blockSize;
@@ -165,15 +178,22 @@ export class Cow {
       while (j < todo.length && todo[j] === todo[j - 1]! + 1 && j - i < maxRun) j++;
       const start = todo[i]! * bs;
       const length = Math.min(todo[j - 1]! * bs + bs, snapSize) - start;
-      const buf = Buffer.allocUnsafe(length);
+      const spare = this.takeBuffer(length);
+      const buf = spare.subarray(0, length);
       let got = 0;
-      while (got < length) {
-        const n = await io.read(fd, buf.subarray(got), length - got, start + got);
-        if (n === 0) break;
-        got += n;
+      let stored: Awaited<ReturnType<BlockStore['putMany']>>;
+      try {
+        while (got < length) {
+          const n = await io.read(fd, buf.subarray(got), length - got, start + got);
+          if (n === 0) break;
+          got += n;
+        }
+        buf.fill(0, got);
+        stored = await this.blocks.putMany(todo.slice(i, j).map((_, k) => buf.subarray(k * bs, Math.min(length, (k + 1) * bs))));
+      } finally {
+        // putMany has written or dropped the data once it returns.
+        this.giveBack(spare);
       }
-      buf.fill(0, got);
-      const stored = await this.blocks.putMany(todo.slice(i, j).map((_, k) => buf.subarray(k * bs, Math.min(length, (k + 1) * bs))));
       ops.push(...stored.ops);
       written.push(stored.written);
       const hashes = stored.hashes;

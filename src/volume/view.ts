@@ -36,6 +36,8 @@ export interface ViewContext {
 const NS = 1_000_000_000n;
 const DT_OF_TAG: Record<string, number> = { f: 8, d: 4, l: 10, p: 1, s: 12, c: 2, b: 6 };
 const CACHE_LIMIT = 20000;
+/** Blocks past a read whose places in the block store are looked up with it. */
+const PREFETCH_BLOCKS = 64;
 
 /** A time in nanoseconds (decimal string, as stored) as seconds and nanoseconds. */
 export function specOf(ns: string): TimeSpec {
@@ -339,26 +341,36 @@ export class SnapshotView {
       h.gen = gen;
     }
     if (h.map.size === 0) return len;
-    const overlays: Promise<void>[] = [];
-    for (let b = Math.floor(pos / bs); b * bs < pos + len; b++) {
+    const wanted: Array<{ hash: Buffer; from: number; to: number; base: number }> = [];
+    const lastBlock = Math.ceil((pos + len) / bs);
+    for (let b = Math.floor(pos / bs); b < lastBlock; b++) {
       const hash = h.map.get(b);
       if (!hash) continue;
       const from = Math.max(pos, b * bs);
       const to = Math.min(pos + len, b * bs + bs);
-      if (hash.length === 0) {
-        buf.fill(0, from - pos, to - pos);
-        continue;
-      }
-      // The blocks of one read are fetched together.
-      overlays.push(this.ctx.blocks.get(hash).then((data) => {
-        const start = from - b * bs;
-        const stop = to - b * bs;
-        const have = Math.min(stop, data.length);
-        if (have > start) data.copy(buf, from - pos, start, have);
-        if (stop > Math.max(have, start)) buf.fill(0, from - pos + Math.max(0, have - start), to - pos);
-      }));
+      if (hash.length === 0) buf.fill(0, from - pos, to - pos);
+      else wanted.push({ hash, from, to, base: b * bs });
     }
-    if (overlays.length) await Promise.all(overlays);
+    if (wanted.length === 0) return len;
+    // A reader going on sequentially asks for the next blocks: look their places up now too.
+    const prefetch: Buffer[] = [];
+    for (let b = lastBlock; b < lastBlock + PREFETCH_BLOCKS; b++) {
+      const hash = h.map.get(b);
+      if (hash && hash.length > 0) prefetch.push(hash);
+    }
+    // Blocks the read covers whole are read straight into the caller's buffer.
+    const dest = wanted.map((w) => (w.from === w.base && w.to === w.base + bs ? buf.subarray(w.from - pos, w.to - pos) : null));
+    const blocks = await this.ctx.blocks.getMany(wanted.map((w) => w.hash), prefetch, dest);
+    for (let k = 0; k < wanted.length; k++) {
+      const { from, to, base } = wanted[k]!;
+      const data = blocks[k]!;
+      if (data === dest[k]) continue;
+      const start = from - base;
+      const stop = to - base;
+      const have = Math.min(stop, data.length);
+      if (have > start) data.copy(buf, from - pos, start, have);
+      if (stop > Math.max(have, start)) buf.fill(0, from - pos + Math.max(0, have - start), to - pos);
+    }
     return len;
   }
 

@@ -70,8 +70,9 @@ export interface SnapshotOptions {
   barrierTimeoutMs?: number;
 }
 
-/** The most a sequential writer preserves ahead of itself. */
-const LOOKAHEAD_MAX = 1024 * 1024;
+/** The most a sequential writer preserves ahead of itself, in stretches preserved concurrently. */
+const LOOKAHEAD_MAX = 4 * 1024 * 1024;
+const LOOKAHEAD_STRETCH = 1024 * 1024;
 
 /** First handle number of snapshot files: far above any descriptor the daemon can hold. */
 const VIEW_HANDLE_BASE = 0x40000000;
@@ -545,9 +546,9 @@ export class Volume {
   /**
    * Preserves what a write of [pos, pos+len) is about to replace. A handle writing
    * sequentially also preserves ahead of itself, a twentieth of what it has written in a
-   * row (at most 1 MiB): the next stretch is preserved in the background while the writes
-   * go on, so reading old blocks overlaps writing new ones, and a short change holds at
-   * most about 5% extra.
+   * row (at most 4 MiB), in 1 MiB stretches that run in the background and side by side:
+   * reading old blocks and storing them overlaps writing new ones, and a short change
+   * holds at most about 5% extra.
    */
   private async keepWritten(h: Handle, fid: FileId, pos: number, len: number): Promise<void> {
     const a = await this.keepAttrs(fid, h.fd);
@@ -560,14 +561,17 @@ export class Volume {
     h.streakEnd = pos + len;
     if (!sequential || h.keptTo === undefined || h.keptTo < end) h.keptTo = end;
     const aheadBlocks = Math.floor(Math.min(LOOKAHEAD_MAX, h.streak / 20) / bs);
+    const stretch = Math.max(1, Math.min(aheadBlocks, Math.floor(LOOKAHEAD_STRETCH / bs)));
+    const limit = Math.ceil(a.size / bs);
     if (!this.cow.covered(fid, first, end, a.size)) {
-      h.keptTo = Math.max(h.keptTo, end + aheadBlocks);
+      h.keptTo = Math.min(Math.max(h.keptTo, end + stretch), Math.max(limit, end));
       await this.cow.keepBlocks(fid, () => this.readFdOf(h), first, h.keptTo, a.size);
-    } else if (aheadBlocks > 0 && h.keptTo - end < aheadBlocks / 2 && !this.barrier.raised) {
-      // The next stretch, in the background. It holds the barrier like any change: a
-      // snapshot waits for it. If it fails, a write reaching those blocks preserves them.
+    }
+    // The stretches ahead, in the background. Each holds the barrier like any change: a
+    // snapshot waits for them. If one fails, a write reaching its blocks preserves them.
+    while (aheadBlocks > 0 && h.keptTo - end < aheadBlocks && h.keptTo < limit && !this.barrier.raised) {
       const from = h.keptTo;
-      h.keptTo = from + aheadBlocks;
+      h.keptTo = Math.min(from + stretch, limit);
       this.barrier.enter();
       this.cow.keepBlocks(fid, () => this.readFdOf(h), from, h.keptTo, a.size)
         .catch(() => undefined)

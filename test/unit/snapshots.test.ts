@@ -166,6 +166,45 @@ test('identical blocks are stored once', async (t) => {
   }
 });
 
+test('a damaged preserved block reads as EIO, whole or in part, and the blocks around it still read', async (t) => {
+  const dir = tmp(t);
+  const old = randomBytes(1 << 20);
+  fs.writeFileSync(path.join(dir, 'big'), old);
+  await Volume.init(dir, { blockSize: 65536 });
+  const v = (await Volume.open(dir, { writable: true })).volume;
+  try {
+    const snap = await v.snapshot();
+    await writeAt(v, '/big', randomBytes(1 << 20), 0);
+    const view = v.view(snap.name);
+    t.true(old.equals(await readAll(view, 'big')), 'intact before the damage');
+    // Flip one byte of the block holding offset 5 * 64 KiB of the old contents.
+    const packs = fs.readdirSync(path.join(dir, '.replfs', 'blocks'));
+    t.is(packs.length, 1);
+    const pack = path.join(dir, '.replfs', 'blocks', packs[0]!);
+    const bytes = fs.readFileSync(pack);
+    const at = bytes.indexOf(old.subarray(5 * 65536, 5 * 65536 + 64));
+    t.true(at >= 0, 'the old block is in the pack');
+    const fd = fs.openSync(pack, 'r+');
+    fs.writeSync(fd, Buffer.from([bytes[at + 100]! ^ 0xff]), 0, 1, at + 100);
+    fs.closeSync(fd);
+    const h = await view.open('big');
+    try {
+      const whole = Buffer.alloc(2 * 65536);
+      await t.throwsAsync(view.read(h, whole, whole.length, 4 * 65536), { code: 'EIO' }, 'whole blocks, read in place');
+      const part = Buffer.alloc(1000);
+      await t.throwsAsync(view.read(h, part, part.length, 5 * 65536 + 50), { code: 'EIO' }, 'part of the block');
+      t.is(await view.read(h, whole, whole.length, 6 * 65536), whole.length);
+      t.true(whole.equals(old.subarray(6 * 65536, 8 * 65536)), 'the blocks after it');
+      t.is(await view.read(h, part, part.length, 4 * 65536 + 10), part.length);
+      t.true(part.equals(old.subarray(4 * 65536 + 10, 4 * 65536 + 1010)), 'the block before it');
+    } finally {
+      view.release(h);
+    }
+  } finally {
+    await v.close();
+  }
+});
+
 test('deleting snapshots frees the blocks only they held and keeps the others exact', async (t) => {
   const dir = tmp(t);
   fs.writeFileSync(path.join(dir, 'big'), randomBytes(1 << 20));
