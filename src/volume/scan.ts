@@ -12,6 +12,7 @@ import type { FileTable } from './files.js';
 import type { Journal } from './journal.js';
 import type { Op } from './store.js';
 import { readdirIno } from './sys.js';
+import { mapLimit } from './limit.js';
 
 const LSTAT_CONCURRENCY = 32;
 /** What libfuse renames a file to when it is unlinked while still open. */
@@ -89,19 +90,6 @@ export async function walk(
       if (st.isDirectory() && fid !== undefined) queue.push({ rel, fid });
     });
   }
-}
-
-async function mapLimit<T, R>(items: T[], limit: number, fn: (t: T) => Promise<R>): Promise<R[]> {
-  const out = new Array<R>(items.length);
-  let next = 0;
-  const worker = async () => {
-    while (next < items.length) {
-      const i = next++;
-      out[i] = await fn(items[i]!);
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
-  return out;
 }
 
 export interface ReconcileResult {

@@ -32,6 +32,7 @@ import { Catalog } from './snapshots.js';
 import { Barrier } from './barrier.js';
 import { SnapshotView, captureAttr, specOf, type ViewHandle } from './view.js';
 import { DirSink, restoreTree, type RestoreReport, type Sink } from './restore.js';
+import { mapLimit } from './limit.js';
 
 /** Who is asking, as the kernel reports it. */
 export interface Caller {
@@ -73,6 +74,10 @@ export interface SnapshotOptions {
 /** The most a sequential writer preserves ahead of itself, in stretches preserved concurrently. */
 const LOOKAHEAD_MAX = 4 * 1024 * 1024;
 const LOOKAHEAD_STRETCH = 1024 * 1024;
+
+/** Records a periodic flush refreshes at most, and how many at a time. */
+const REFRESH_PER_FLUSH = 2048;
+const REFRESH_CONCURRENCY = 8;
 
 /** First handle number of snapshot files: far above any descriptor the daemon can hold. */
 const VIEW_HANDLE_BASE = 0x40000000;
@@ -355,7 +360,7 @@ export class Volume {
       // Queued at once: a write arriving later must find its region uncovered and queue
       // a new intent behind these exact bitmaps, never ahead of them.
       const journalWrite = this.store.write(this.journal.flushOps(), sync);
-      const refresh = await this.refreshRecords(all);
+      const refresh = await this.refreshRecords(all, sync ? Infinity : REFRESH_PER_FLUSH);
       await journalWrite;
       const written = this.store.write(refresh.ops, sync);
       this.files.track(refresh.fids, written);
@@ -365,12 +370,21 @@ export class Volume {
     try { await this.flushing; } finally { this.flushing = null; }
   }
 
-  private async refreshRecords(all: boolean): Promise<{ ops: Op[]; fids: FileId[] }> {
-    const touched = [...this.touched].filter(([fid]) => all || !(this.journal.kindsOf(fid) & ChangeKind.created));
+  /**
+   * Refreshes the records of touched files (up to `limit` of them; the rest wait for the
+   * next flush). A few at a time: after a snapshot of a big import every file is due at
+   * once, and a burst of lstats and reads would queue the applications' requests behind it.
+   */
+  private async refreshRecords(all: boolean, limit: number): Promise<{ ops: Op[]; fids: FileId[] }> {
+    const touched: Array<[FileId, string]> = [];
+    for (const entry of this.touched) {
+      if (touched.length >= limit) break;
+      if (all || !(this.journal.kindsOf(entry[0]) & ChangeKind.created)) touched.push(entry);
+    }
     for (const [fid] of touched) this.touched.delete(fid);
     const ops: Op[] = [];
     const fids: FileId[] = [];
-    await Promise.all(touched.map(async ([fid, rel]) => {
+    await mapLimit(touched, REFRESH_CONCURRENCY, async ([fid, rel]) => {
       const seen = await this.files.get(fid);
       if (!seen || seen.gone) return;
       let st = await this.lstatOrNull(rel);
@@ -390,7 +404,7 @@ export class Volume {
         ops.push(op);
         fids.push(fid);
       }
-    }));
+    });
     return { ops, fids };
   }
 
@@ -561,7 +575,7 @@ export class Volume {
     h.streakEnd = pos + len;
     if (!sequential || h.keptTo === undefined || h.keptTo < end) h.keptTo = end;
     const aheadBlocks = Math.floor(Math.min(LOOKAHEAD_MAX, h.streak / 20) / bs);
-    const stretch = Math.max(1, Math.min(aheadBlocks, Math.floor(LOOKAHEAD_STRETCH / bs)));
+    const stretch = Math.min(aheadBlocks, Math.max(1, Math.floor(LOOKAHEAD_STRETCH / bs)));
     const limit = Math.ceil(a.size / bs);
     if (!this.cow.covered(fid, first, end, a.size)) {
       h.keptTo = Math.min(Math.max(h.keptTo, end + stretch), Math.max(limit, end));
