@@ -474,13 +474,24 @@ function evaluateSnapshots(rows: SnapRow[], sizeKeys: string[], workloads: SnapW
     if (v === null) return na(id, what, `< ${max} ms`);
     out.push({ id, what, value: `${v.toFixed(1)} ms`, target: `< ${max} ms`, verdict: v < max ? 'PASS' : 'MISS' });
   };
-  /** Speed ratio of `key` against `base`: base time / key time, or key rate / base rate. */
+  /**
+   * Speed ratio of `key` against `base`: base time / key time, or key rate / base rate.
+   * When both have one sample per repetition, the median of the per-repetition ratios:
+   * each pair ran back to back, so a slow spell of the machine hits both sides of it.
+   */
   const ratio = (id: SnapWorkloadId, key: string, base: string, what: string, min?: number, time = false) => {
-    const a = med(key);
-    const b = med(base);
     const target = min === undefined ? 'report only' : `>= ${min.toFixed(2)}x`;
-    if (a === null || b === null || a <= 0 || b <= 0) return na(id, what, target);
-    const r = time ? b / a : a / b;
+    const ka = rows.find((x) => x.key === key)?.values ?? [];
+    const kb = rows.find((x) => x.key === base)?.values ?? [];
+    let r: number;
+    if (ka.length > 1 && ka.length === kb.length && ka.every((v) => v > 0) && kb.every((v) => v > 0)) {
+      r = median(ka.map((v, i) => (time ? kb[i]! / v : v / kb[i]!)));
+    } else {
+      const a = med(key);
+      const b = med(base);
+      if (a === null || b === null || a <= 0 || b <= 0) return na(id, what, target);
+      r = time ? b / a : a / b;
+    }
     out.push({ id, what, value: `${r >= 100 ? Math.round(r).toLocaleString('en-US') : r.toFixed(2)}x`, target, verdict: min === undefined ? 'report' : r >= min ? 'PASS' : 'MISS' });
   };
 
