@@ -515,7 +515,7 @@ function evaluateSnapshots(rows: SnapRow[], sizeKeys: string[], workloads: SnapW
   }
   if (workloads.includes('cow')) {
     ratio('cow', 'cow-snap', 'cow-base', 'overwrite after a snapshot / overwrite with none', 0.4);
-    if (rows.some((r) => r.key === 'cow-floor')) ratio('cow', 'cow-floor', 'cow-direct', 'the same I/O done directly on the disk (ceiling for the ratio above)');
+    if (rows.some((r) => r.key === 'cow-floor')) ratio('cow', 'cow-floor', 'cow-direct', 'the same I/O done naively on the direct disk (for scale)');
   }
   if (workloads.includes('snapread')) {
     ratio('snapread', 'read-over', 'read-live', 'snapshot read, file overwritten since / live read', 0.5);
