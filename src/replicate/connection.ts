@@ -1,0 +1,147 @@
+// A replication connection: frames in and out of one duplex byte stream (a pipe, ssh's
+// stdio, or a TCP socket), with the handshake on top. Both ends use it.
+import type { Duplex } from 'node:stream';
+import { FrameDecoder, ProtocolError, decodeJson, encodeJson, encodeFrame, type Frame, type FrameTypeName } from './frames.js';
+import { answerHello, makeHello, type Welcome, type WireError } from './handshake.js';
+
+/** The connection failed. `transient` says whether trying again may help. */
+export class ConnectionError extends Error {
+  constructor(readonly code: string, message: string, readonly transient: boolean) {
+    super(message);
+    this.name = 'ConnectionError';
+  }
+}
+
+/** How long a side waits for the other's first frame. */
+export const HANDSHAKE_TIMEOUT_MS = 15_000;
+
+export class Connection {
+  private readonly decoder = new FrameDecoder();
+  private readonly frames: Frame[] = [];
+  private waiter: { resolve: (f: Frame) => void; reject: (e: Error) => void } | null = null;
+  private failure: Error | null = null;
+
+  constructor(private readonly stream: Duplex) {
+    stream.on('data', (chunk: Buffer) => {
+      if (this.failure) return;
+      try {
+        for (const f of this.decoder.push(chunk)) this.deliver(f);
+      } catch (err) {
+        this.fail(err as Error);
+        // The peer sent bytes we refuse: tell it why if we still can, then hang up.
+        this.sendError({ code: 'protocol', message: (err as Error).message, transient: false });
+      }
+    });
+    stream.on('end', () => {
+      try {
+        this.decoder.end();
+        this.fail(new ConnectionError('closed', 'the peer closed the connection', true));
+      } catch (err) {
+        this.fail(err as Error);
+      }
+    });
+    stream.on('error', (err) => this.fail(new ConnectionError('io', `connection failed: ${err.message}`, true)));
+    stream.on('close', () => this.fail(new ConnectionError('closed', 'the connection closed', true)));
+  }
+
+  /** The next frame; rejects when the stream fails, ends, or nothing comes in `timeoutMs`. */
+  next(timeoutMs = 0): Promise<Frame> {
+    const ready = this.frames.shift();
+    if (ready) return Promise.resolve(ready);
+    if (this.failure) return Promise.reject(this.failure);
+    if (this.waiter) return Promise.reject(new Error('Connection.next: one reader at a time'));
+    return new Promise<Frame>((resolve, reject) => {
+      let timer: NodeJS.Timeout | null = null;
+      const settle = () => { if (timer) clearTimeout(timer); this.waiter = null; };
+      this.waiter = { resolve: (f) => { settle(); resolve(f); }, reject: (e) => { settle(); reject(e); } };
+      if (timeoutMs > 0) {
+        timer = setTimeout(() => this.waiter?.reject(new ConnectionError('timeout', `no answer from the peer in ${timeoutMs / 1000} s`, true)), timeoutMs);
+      }
+    });
+  }
+
+  /** Writes a frame, waiting while the stream's buffer is full. */
+  async send(frame: Buffer): Promise<void> {
+    if (this.failure) throw this.failure;
+    if (!this.stream.write(frame)) {
+      await new Promise<void>((resolve, reject) => {
+        const onDrain = () => { this.stream.off('close', onClose); resolve(); };
+        const onClose = () => { this.stream.off('drain', onDrain); reject(this.failure ?? new ConnectionError('closed', 'the connection closed', true)); };
+        this.stream.once('drain', onDrain);
+        this.stream.once('close', onClose);
+      });
+    }
+  }
+
+  sendJson(type: FrameTypeName, value: unknown): Promise<void> {
+    return this.send(encodeJson(type, value));
+  }
+
+  /** Sends an `error` frame and closes the stream once it is written. */
+  sendError(error: WireError): void {
+    if (this.stream.writableEnded || this.stream.destroyed) return;
+    this.stream.end(encodeFrame('error', Buffer.from(JSON.stringify(error), 'utf8')));
+  }
+
+  close(): void {
+    if (!this.stream.destroyed) this.stream.end();
+  }
+
+  destroy(): void {
+    this.stream.destroy();
+  }
+
+  private deliver(f: Frame): void {
+    if (this.waiter) this.waiter.resolve(f);
+    else this.frames.push(f);
+  }
+
+  private fail(err: Error): void {
+    if (this.failure) return;
+    this.failure = err;
+    this.waiter?.reject(err);
+  }
+}
+
+/** The error a peer's `error` frame carries, as a ConnectionError. */
+function peerError(frame: Frame): ConnectionError {
+  const body = decodeJson(frame) as Partial<WireError>;
+  return new ConnectionError(String(body.code ?? 'unknown'), `the peer refused: ${String(body.message ?? 'no reason given')}`, body.transient === true);
+}
+
+/** Sender side: says hello and returns the receiver's welcome, or throws its refusal. */
+export async function greet(conn: Connection, software: string, token?: string): Promise<Welcome> {
+  await conn.sendJson('hello', makeHello(software, token));
+  const frame = await conn.next(HANDSHAKE_TIMEOUT_MS);
+  if (frame.type === 'error') throw peerError(frame);
+  if (frame.type !== 'welcome') throw new ProtocolError('unknown-type', `expected welcome, got ${frame.type}`);
+  const w = decodeJson(frame) as Partial<Welcome>;
+  if (!Number.isInteger(w.version)) throw new ProtocolError('bad-json', 'the welcome names no protocol version');
+  return { version: w.version!, software: String(w.software ?? '') };
+}
+
+/**
+ * Receiver side: waits for the hello and answers it. Returns the agreed welcome, or sends
+ * the refusal, closes, and throws it.
+ */
+export async function accept(conn: Connection, opts: { software: string; token?: string; timeoutMs?: number }): Promise<Welcome> {
+  let frame: Frame;
+  try {
+    frame = await conn.next(opts.timeoutMs ?? HANDSHAKE_TIMEOUT_MS);
+  } catch (err) {
+    // Nothing usable arrived in time: hang up without explaining more than that.
+    if (err instanceof ConnectionError && err.code === 'timeout') conn.sendError({ code: 'timeout', message: 'no hello in time', transient: true });
+    throw err;
+  }
+  let body: unknown = null;
+  if (frame.type === 'hello') {
+    try { body = decodeJson(frame); } catch { body = null; }
+  }
+  const answer = answerHello(body, opts);
+  if (!answer.ok) {
+    conn.sendError(answer.error);
+    throw new ConnectionError(answer.error.code, answer.error.message, false);
+  }
+  await conn.sendJson('welcome', answer.welcome);
+  return answer.welcome;
+}
