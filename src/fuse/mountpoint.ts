@@ -40,6 +40,19 @@ function run(cmd: string, args: string[]): Promise<{ code: number; stderr: strin
  * mount is detached at once and goes away when the last user lets go.
  */
 export async function unmountPath(p: string, lazy: boolean): Promise<'ok' | 'busy' | 'notMounted'> {
+  // A process passing through (a stat, a directory walk) makes the kernel say busy for an
+  // instant: only a mount that stays busy for about a second counts as in use.
+  for (const pause of lazy ? [] : BUSY_RETRIES_MS) {
+    const result = await unmountOnce(p, false);
+    if (result !== 'busy') return result;
+    await new Promise((r) => setTimeout(r, pause));
+  }
+  return unmountOnce(p, lazy);
+}
+
+const BUSY_RETRIES_MS = [50, 100, 200, 300, 400];
+
+async function unmountOnce(p: string, lazy: boolean): Promise<'ok' | 'busy' | 'notMounted'> {
   const { code, stderr } = await run('fusermount', [lazy ? '-uz' : '-u', p]);
   if (code === 0) return 'ok';
   if (/busy/i.test(stderr)) return 'busy';
