@@ -16,7 +16,7 @@ import type { Cow } from './cow.js';
 import type { FileTable } from './files.js';
 import {
   STATE_DIR, Sublevel, TypeTag, attrKey, hex, unhex,
-  type PreservedAttr, type PreservedEntry, type SnapshotRecord,
+  type NameRef, type PreservedAttr, type PreservedEntry, type SnapshotRecord,
 } from './format.js';
 import { io } from './io.js';
 import { fileTypeOf } from './scan.js';
@@ -208,6 +208,13 @@ export class SnapshotView {
     return !rec.gone || (rec.died ?? 0) > this.snap.epoch;
   }
 
+  /** The file's names as of the snapshot ([parent id, name] pairs). */
+  async namesOf(fid: FileId): Promise<NameRef[]> {
+    if (fid === ROOT_FID) return [];
+    const pres = await this.preservedAttr(fid);
+    return pres?.n ?? (await this.ctx.files.get(fid))?.names ?? [];
+  }
+
   /** The file's paths as of the snapshot, from preserved names, without walking the tree. */
   async pathsOf(fid: FileId, depth = 0): Promise<string[]> {
     if (fid === ROOT_FID) return [''];
@@ -235,6 +242,12 @@ export class SnapshotView {
   async readdir(rel: string): Promise<DirEntry[]> {
     const dir = await this.resolve(rel);
     if (dir.t !== TypeTag.dir) throw new FsError('ENOTDIR');
+    return (await this.childrenOf(dir.fid)).map((c) => ({ name: c.name, ino: viewIno(c.fid, this.snap.epoch), type: DT_OF_TAG[c.t] ?? 0 }));
+  }
+
+  /** The entries of directory `dirFid` as of the snapshot, with their file ids and type tags. */
+  async childrenOf(dirFid: FileId): Promise<Array<{ name: string; fid: FileId; t: string }>> {
+    const dir = { fid: dirFid };
     const { files, store, backing } = this.ctx;
     const merged = new Map<string, Found | null>();
     const dirRel = files.liveDirPath(dir.fid);
@@ -263,10 +276,10 @@ export class SnapshotView {
       const pe = JSON.parse(value.toString('utf8')) as PreservedEntry;
       merged.set(name, pe.f === 0 ? null : { fid: pe.f, t: pe.t ?? TypeTag.file });
     }
-    const out: DirEntry[] = [];
+    const out: Array<{ name: string; fid: FileId; t: string }> = [];
     for (const [name, f] of merged) {
       if (!f || !this.visible(f.fid)) continue;
-      out.push({ name, ino: viewIno(f.fid, this.snap.epoch), type: DT_OF_TAG[f.t] ?? 0 });
+      out.push({ name, fid: f.fid, t: f.t });
     }
     return out;
   }
