@@ -1,0 +1,87 @@
+// A pool of worker threads that hash blocks with BLAKE3 (DESIGN.md: hashing is the
+// replicator's hot loop, and the native hash runs synchronously, so never on the thread
+// that serves FUSE requests or the protocol).
+import os from 'node:os';
+import { Worker } from 'node:worker_threads';
+import type { HashReply, HashRequest } from './hash-worker.js';
+
+interface Pending {
+  resolve: (r: { hashes: Buffer[]; data: Buffer }) => void;
+  reject: (e: Error) => void;
+  worker: Worker;
+}
+
+export class HashPool {
+  private readonly workers: Worker[] = [];
+  private readonly load = new Map<Worker, number>();
+  private readonly pending = new Map<number, Pending>();
+  private nextId = 1;
+  private closed = false;
+
+  constructor(size = Math.max(1, Math.min(4, os.availableParallelism() - 1))) {
+    for (let i = 0; i < size; i++) {
+      const w = new Worker(new URL('./hash-worker.js', import.meta.url));
+      w.unref();
+      w.on('message', (reply: HashReply) => this.settle(w, reply));
+      w.on('error', (err) => this.failWorker(w, err));
+      w.on('exit', (code) => { if (!this.closed) this.failWorker(w, new Error(`a hashing thread exited (code ${code})`)); });
+      this.workers.push(w);
+      this.load.set(w, 0);
+    }
+  }
+
+  /**
+   * BLAKE3 hashes of the consecutive `blockSize` blocks of `data` (the last may be short).
+   * `data` is moved to the worker and comes back as the result's `data`: do not use the
+   * original after the call. It must own its whole ArrayBuffer (Buffer.allocUnsafeSlow).
+   */
+  hash(data: Buffer, blockSize: number): Promise<{ hashes: Buffer[]; data: Buffer }> {
+    if (this.closed) return Promise.reject(new Error('the hash pool is closed'));
+    if (this.workers.length === 0) return Promise.reject(new Error('every hashing thread has failed'));
+    if (data.byteOffset !== 0 || data.buffer.byteLength !== data.length) {
+      // Not transferable as is (a slice of a pooled buffer): send a copy.
+      const own = Buffer.allocUnsafeSlow(data.length);
+      data.copy(own);
+      data = own;
+    }
+    let worker = this.workers[0]!;
+    for (const w of this.workers) if (this.load.get(w)! < this.load.get(worker)!) worker = w;
+    this.load.set(worker, this.load.get(worker)! + 1);
+    const id = this.nextId++;
+    const req: HashRequest = { id, data: data.buffer as ArrayBuffer, length: data.length, blockSize };
+    return new Promise((resolve, reject) => {
+      this.pending.set(id, { resolve, reject, worker });
+      worker.postMessage(req, [req.data]);
+    });
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    for (const p of this.pending.values()) p.reject(new Error('the hash pool was closed'));
+    this.pending.clear();
+    await Promise.all(this.workers.map((w) => w.terminate()));
+  }
+
+  private settle(w: Worker, reply: HashReply): void {
+    const p = this.pending.get(reply.id);
+    if (!p) return;
+    this.pending.delete(reply.id);
+    this.load.set(w, Math.max(0, this.load.get(w)! - 1));
+    const all = Buffer.from(reply.hashes);
+    const hashes: Buffer[] = [];
+    for (let i = 0; i < all.length; i += 32) hashes.push(all.subarray(i, i + 32));
+    p.resolve({ hashes, data: Buffer.from(reply.data) });
+  }
+
+  /** A thread that failed takes its requests with it and leaves the pool. */
+  private failWorker(w: Worker, err: Error): void {
+    const at = this.workers.indexOf(w);
+    if (at >= 0) this.workers.splice(at, 1);
+    for (const [id, p] of this.pending) {
+      if (p.worker !== w) continue;
+      this.pending.delete(id);
+      p.reject(err);
+    }
+  }
+}
