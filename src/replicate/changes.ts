@@ -49,7 +49,8 @@ async function describe(volume: Volume, snapshot: string, fid: FileId, extents: 
 /**
  * The change set from snapshot `base` (null for everything) to snapshot `target`, ordered
  * by file id. Files whose only change is a parent directory's rename are not in it: their
- * names ([parent, name]) did not change.
+ * names ([parent, name]) did not change. Directories whose entries changed are in it, for
+ * their times.
  */
 export async function changeSet(volume: Volume, base: string | null, target: string): Promise<FileChange[]> {
   const out: FileChange[] = [];
@@ -69,9 +70,24 @@ export async function changeSet(volume: Volume, base: string | null, target: str
     }
   } else {
     const diff = await volume.diff(base, target);
+    const sent = new Set<FileId>();
     for (const e of diff.files) {
       const whole = e.status === 'added' || e.unknown !== null;
       out.push(await describe(volume, target, e.id, whole ? 'whole' : e.extents));
+      sent.add(e.id);
+    }
+    // A directory that gained or lost a name changed its times; the journal knows it only as
+    // a change of its entries, so it comes along with the names that came and went.
+    const before = volume.view(base);
+    const parents = new Set<FileId>();
+    for (const c of out) {
+      for (const [parent] of c.node?.names ?? []) parents.add(parent);
+      if (await before.has(c.fid)) for (const [parent] of await before.namesOf(c.fid)) parents.add(parent);
+    }
+    for (const fid of parents) {
+      if (sent.has(fid)) continue;
+      const c = await describe(volume, target, fid, []);
+      if (c.node) out.push(c);
     }
   }
   return out.sort((a, b) => a.fid - b.fid);

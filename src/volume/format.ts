@@ -62,6 +62,8 @@ export const Sublevel = {
   blocks: 'p',
   /** block store index: hash (hex) -> BlockLocation */
   hashes: 'k',
+  /** replicas only: source fid -> OriginNode, the source's names as last applied */
+  origin: 'o',
 } as const;
 
 export const MetaKey = {
@@ -70,7 +72,24 @@ export const MetaKey = {
   nextFid: 'nextFid',
   session: 'session',
   journalSince: 'journalSince',
+  /** replicas only: ReplicaMeta */
+  replica: 'replica',
 } as const;
+
+/** origin/<source fid> (replicas): the source file's type tag and names, in source ids. */
+export interface OriginNode {
+  t: string;
+  n: NameRef[];
+}
+
+/** meta `replica`: which source a replica follows, and the last snapshot it confirmed. */
+export interface ReplicaMeta {
+  sourceVolumeId: string;
+  /** The source's snapshot name and time of the newest confirmed sync, or null before the first. */
+  base: { name: string; sourceTime: string } | null;
+  /** Set when a sync starts changing the live tree, cleared when it is confirmed. */
+  applying: boolean;
+}
 
 /** `session` meta value: `open` while a process has the volume open for writing. */
 export interface SessionValue {

@@ -15,7 +15,7 @@ import { FsError, ReplfsError, hasCode, messageOf } from '../errors/index.js';
 import {
   CONFIG_FILE, DB_DIR, FORMAT_VERSION, UPGRADABLE_FORMATS, MetaKey, STATE_DIR, Sublevel, blocksPerRegion, fileKey,
   DEFAULT_BLOCK_SIZE, MIN_BLOCK_SIZE, MAX_BLOCK_SIZE, FARM_DIR, SNAPSHOT_DIR, TypeTag, hex, snapshotKey,
-  type FileRecord, type NameRef, type SessionValue, type VolumeConfig, type PreservedAttr, type PreservedEntry, type SnapshotRecord,
+  type FileRecord, type NameRef, type OriginNode, type ReplicaMeta, type SessionValue, type VolumeConfig, type PreservedAttr, type PreservedEntry, type SnapshotRecord,
 } from './format.js';
 import { Backing, baseName, parentOf, relPath } from './backing.js';
 import { FileTable } from './files.js';
@@ -69,6 +69,10 @@ export interface SnapshotOptions {
   consistency?: 'app' | 'crash';
   /** How long to wait for in-flight changes to finish once the barrier is up. */
   barrierTimeoutMs?: number;
+  /** A replica's snapshot: the source's time, recorded instead of the time of the cut. */
+  sourceTime?: string;
+  /** Replica bookkeeping written atomically with the snapshot record. */
+  extraOps?: Op[];
 }
 
 /** The most a sequential writer preserves ahead of itself, in stretches preserved concurrently. */
@@ -1051,13 +1055,14 @@ export class Volume {
       await this.blocks.sync();
       const epoch = this.journal.epoch;
       rec = {
-        name, epoch, sourceTime: cut.toISOString(), label: opts.label ?? null,
+        name, epoch, sourceTime: opts.sourceTime ?? cut.toISOString(), label: opts.label ?? null,
         consistency: opts.consistency ?? 'crash', nextFid: this.files.next,
       };
       await this.store.write([
         putJson(Sublevel.snapshots, snapshotKey(epoch), rec),
         putJson(Sublevel.meta, MetaKey.epoch, epoch + 1),
         this.files.nextFidOp(),
+        ...(opts.extraOps ?? []),
       ], true);
       this.catalog.add(rec);
       this.currentJournal = Journal.fresh(this.store, epoch + 1, this.config.blockSize, blocksPerRegion(this.config.blockSize));
@@ -1083,6 +1088,37 @@ export class Volume {
 
   private async announceSnapshots(names: string[]): Promise<void> {
     await Promise.all([...this.snapshotListeners].map((l) => l(names).catch(() => undefined)));
+  }
+
+  /** A name for a snapshot taken at `at` that no snapshot has, reserved until it is taken. */
+  reserveSnapshotNameAt(at: Date): string {
+    return this.catalog.reserve(at);
+  }
+
+  // ---------------------------------------------------------------- replica bookkeeping
+
+  async replicaMeta(): Promise<ReplicaMeta | undefined> {
+    return this.store.getJson<ReplicaMeta>(Sublevel.meta, MetaKey.replica);
+  }
+
+  replicaMetaOp(meta: ReplicaMeta): Op {
+    return putJson(Sublevel.meta, MetaKey.replica, meta);
+  }
+
+  async setReplicaMeta(meta: ReplicaMeta): Promise<void> {
+    await this.store.write([this.replicaMetaOp(meta)], true);
+  }
+
+  /** The source's nodes as last applied, for the given source file ids. */
+  async originNodes(fids: FileId[]): Promise<Map<FileId, OriginNode>> {
+    const raw = await this.store.getMany(Sublevel.origin, fids.map(hex));
+    const out = new Map<FileId, OriginNode>();
+    raw.forEach((r, i) => { if (r !== undefined) out.set(fids[i]!, JSON.parse(r.toString('utf8')) as OriginNode); });
+    return out;
+  }
+
+  originOps(entries: Array<[FileId, OriginNode | null]>): Op[] {
+    return entries.map(([fid, node]) => (node ? putJson(Sublevel.origin, hex(fid), node) : { type: 'del' as const, sub: Sublevel.origin, key: hex(fid) }));
   }
 
   snapshots(): SnapshotRecord[] {
