@@ -5,6 +5,14 @@ import { ReplfsError } from '../errors/index.js';
 import { cloexecAll, isSnapshotName, type GcReport, type SnapshotRecord, type Volume } from '../volume/index.js';
 import { decide, PolicyError, type KeepPolicy } from '../policy/retention.js';
 import { ConfigError, parseQuiesce, runHook, type HookOutcome } from '../policy/hooks.js';
+import { ConnectionError, greet } from '../replicate/connection.js';
+import { parseDestination } from '../replicate/destination.js';
+import { ProtocolError } from '../replicate/frames.js';
+import { HashPool } from '../replicate/hasher.js';
+import { send } from '../replicate/sender.js';
+import { connect } from '../replicate/transport.js';
+import { RemoteReceiver } from '../replicate/wire.js';
+import { VERSION } from './version.js';
 
 export interface ActionContext {
   /** Where the volume is mounted, or null when it is not. */
@@ -140,6 +148,34 @@ const restore: Action = async (volume, args, ctx) => {
   return volume.restore(name, from, { intoDir: to });
 };
 
+/** `replfs sync`: a new snapshot (or the one named), sent to the destination. */
+const sync: Action = async (volume, args, ctx) => {
+  const dest = parseDestination(str(args, 'destination') ?? '');
+  let name = str(args, 'snapshot');
+  if (name !== undefined) {
+    checkSnapshotName(name);
+    volume.snapshotNamed(name);
+  } else {
+    name = ((await snapshot(volume, { quiesce: args.quiesce === true, label: null }, ctx)) as SnapshotResult).snapshot.name;
+  }
+  const link = await connect(dest);
+  const pool = new HashPool();
+  try {
+    await greet(link.conn, VERSION);
+    return await send(volume, new RemoteReceiver(link.conn), { snapshot: name, hashPool: pool });
+  } catch (err) {
+    if (err instanceof ConnectionError || err instanceof ProtocolError) {
+      const far = link.stderr();
+      throw new ReplfsError(err instanceof ConnectionError && err.transient ? 'unavailable' : 'refused',
+        `the sync to ${str(args, 'destination')} failed: ${err.message}${far ? `; the destination said: ${far.split('\n').at(-1)}` : ''}`);
+    }
+    throw err;
+  } finally {
+    await pool.close();
+    await link.close();
+  }
+};
+
 export const ACTIONS: Record<string, Action> = {
   diff,
   restore,
@@ -147,7 +183,8 @@ export const ACTIONS: Record<string, Action> = {
   snapshots: list,
   'snapshot-delete': remove,
   prune,
+  sync,
 };
 
 /** Whether an action changes the volume (run directly, it needs the volume open for writing). */
-export const WRITES = new Set(['snapshot', 'snapshot-delete', 'prune', 'restore']);
+export const WRITES = new Set(['snapshot', 'snapshot-delete', 'prune', 'restore', 'sync']);

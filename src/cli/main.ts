@@ -12,8 +12,9 @@ import { snapshot, snapshots } from './snapshot.js';
 import { prune } from './prune.js';
 import { diff } from './diff.js';
 import { restore } from './restore.js';
+import { serve, sync } from './sync.js';
 
-export const COMMANDS: Command[] = [init, mount, unmount, status, journal, snapshot, snapshots, diff, restore, prune, demo];
+export const COMMANDS: Command[] = [init, mount, unmount, status, journal, snapshot, snapshots, diff, restore, prune, sync, serve, demo];
 
 export function mainHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;

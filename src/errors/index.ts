@@ -23,6 +23,8 @@ export const ExitCode = {
   permission: 8,
   /** A timeout expired while waiting for the daemon. */
   timeout: 9,
+  /** A transient failure: the destination could not be reached, or the connection broke. Retrying may succeed. */
+  unavailable: 10,
 } as const;
 
 export type ExitCodeName = keyof typeof ExitCode;

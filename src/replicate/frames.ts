@@ -20,6 +20,9 @@ export const FrameType = {
   block: 0x14,
   end: 0x15,
   confirmed: 0x16,
+  state: 0x17,
+  filesEnd: 0x18,
+  applied: 0x19,
   error: 0x7f,
 } as const;
 
@@ -30,7 +33,7 @@ const NAME_OF_TYPE = new Map<number, FrameTypeName>(
 );
 
 /** Types whose body is JSON. The others carry binary bodies. */
-const JSON_TYPES: ReadonlySet<FrameTypeName> = new Set(['hello', 'welcome', 'auth', 'begin', 'file', 'end', 'confirmed', 'error']);
+const JSON_TYPES: ReadonlySet<FrameTypeName> = new Set(['hello', 'welcome', 'auth', 'begin', 'file', 'end', 'confirmed', 'state', 'filesEnd', 'applied', 'error']);
 
 /** The largest frame either side accepts: a 1 MiB block with its header, with room to spare. */
 export const MAX_FRAME = 2 * 1024 * 1024;

@@ -38,8 +38,12 @@ export interface ReceiverState {
 export interface ReceiverApi {
   begin(b: Begin): Promise<ReceiverState>;
   files(changes: FileChange[]): Promise<void>;
-  /** Which of the blocks starting at `offset` (hashed with `blockSize`) the replica lacks. */
-  compare(fid: FileId, offset: number, blockSize: number, hashes: Buffer[]): Promise<number[]>;
+  /**
+   * Which of the blocks of the `length` bytes at `offset` (hashed in `blockSize` pieces)
+   * the replica lacks. Past the replica file's end it holds zeros (a hole once the file
+   * is given its size), so zero blocks are never sent.
+   */
+  compare(fid: FileId, offset: number, blockSize: number, length: number, hashes: Buffer[]): Promise<number[]>;
   write(fid: FileId, offset: number, data: Buffer): Promise<void>;
   finish(): Promise<{ replicaSnapshot: string }>;
 }
@@ -85,18 +89,18 @@ export class Receiver implements ReceiverApi {
     await this.replica.rmdir(`/${STAGING_DIR}`);
   }
 
-  async compare(fid: FileId, offset: number, blockSize: number, hashes: Buffer[]): Promise<number[]> {
+  async compare(fid: FileId, offset: number, blockSize: number, length: number, hashes: Buffer[]): Promise<number[]> {
+    if (Math.ceil(length / blockSize) !== hashes.length) throw new ReplfsError('internal', 'the hashes do not cover the range');
     const fd = await this.fdOf(fid);
-    const len = hashes.length * blockSize;
-    const mine = Buffer.allocUnsafeSlow(len);
+    const mine = Buffer.allocUnsafeSlow(length);
     let have = 0;
-    while (have < len) {
-      const n = await this.replica.read(fd, mine.subarray(have), len - have, offset + have);
+    while (have < length) {
+      const n = await this.replica.read(fd, mine.subarray(have), length - have, offset + have);
       if (n === 0) break;
       have += n;
     }
-    if (have === 0) return hashes.map((_, i) => i);
-    const ours = (await this.pool.hash(mine.subarray(0, have), blockSize)).hashes;
+    mine.fill(0, have);
+    const ours = (await this.pool.hash(mine, blockSize)).hashes;
     const needed: number[] = [];
     for (let i = 0; i < hashes.length; i++) if (!ours[i] || !ours[i]!.equals(hashes[i]!)) needed.push(i);
     return needed;

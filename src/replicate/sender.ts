@@ -78,7 +78,7 @@ export async function send(source: Volume, receiver: ReceiverApi, opts: { snapsh
           if (got === 0) break;
           summary.bytesRead += got;
           const { hashes, data } = await opts.hashPool.hash(buf.subarray(0, got), blockSize);
-          const needed = await receiver.compare(c.fid, pos, blockSize, hashes);
+          const needed = await receiver.compare(c.fid, pos, blockSize, got, hashes);
           summary.blocksSkipped += hashes.length - needed.length;
           for (const i of needed) {
             const block = data.subarray(i * blockSize, Math.min(got, (i + 1) * blockSize));

@@ -1,0 +1,139 @@
+// `replfs sync` for real: a mounted source, a local destination served by a child
+// `replfs serve --stdio`, and the same through a real sshd on 127.0.0.1. The replica's
+// tree must equal the source snapshot it holds, and later syncs move only what changed.
+import fs from 'node:fs';
+import path from 'node:path';
+import test from '../helpers/ava.js';
+import type { ExecutionContext } from 'ava';
+import { BIN, scratch, replfs, initVolume, mountVolume, describeTree, run, type Scratch, type RunResult } from '../helpers/env.js';
+import { startSshd } from '../helpers/sshd.js';
+import { ExitCode, type ExitCodeName } from '../../src/errors/index.js';
+
+interface Summary {
+  snapshot: string;
+  sourceTime: string;
+  replicaSnapshot: string | null;
+  base: string | null;
+  filesChanged: number;
+  bytesRead: number;
+  bytesSent: number;
+  blocksSent: number;
+  blocksSkipped: number;
+  durationMs: number;
+}
+
+function fails(t: ExecutionContext, r: RunResult, exit: ExitCodeName, message: RegExp, what: string): void {
+  t.is(r.code, ExitCode[exit], `${what}: expected exit ${ExitCode[exit]} (${exit}); stderr: ${r.stderr}`);
+  t.is(r.stdout, '', `${what}: nothing on stdout`);
+  t.regex(r.stderr, message, what);
+}
+
+async function source(t: ExecutionContext, s: Scratch): Promise<string> {
+  const dir = path.join(s.dir, 'src');
+  fs.mkdirSync(path.join(dir, 'docs/deep'), { recursive: true });
+  fs.writeFileSync(path.join(dir, 'docs/a.txt'), 'alpha\n');
+  fs.writeFileSync(path.join(dir, 'docs/deep/b.txt'), 'beta\n');
+  fs.writeFileSync(path.join(dir, 'big.bin'), Buffer.alloc(2 << 20, 0x5a));
+  const fd = fs.openSync(path.join(dir, 'sparse'), 'w');
+  fs.writeSync(fd, 'tail', 8 << 20);
+  fs.closeSync(fd);
+  fs.symlinkSync('docs/a.txt', path.join(dir, 'link'));
+  fs.linkSync(path.join(dir, 'docs/a.txt'), path.join(dir, 'hard'));
+  fs.chmodSync(path.join(dir, 'docs/deep/b.txt'), 0o640);
+  await run('setfattr', ['-n', 'user.tag', '-v', 'kept', path.join(dir, 'docs/a.txt')]);
+  await initVolume(t, s, dir);
+  await mountVolume(t, s, dir);
+  return dir;
+}
+
+async function syncJson(t: ExecutionContext, s: Scratch, args: string[], env?: NodeJS.ProcessEnv): Promise<Summary> {
+  const r = await replfs(s, ['sync', ...args, '--json'], env ? { env } : {});
+  t.is(r.code, 0, `replfs sync ${args.join(' ')}: exit ${r.code}; stderr: ${r.stderr}`);
+  return JSON.parse(r.stdout) as Summary;
+}
+
+/** The replica's live tree must be the source snapshot's, byte for byte and in metadata. */
+async function same(t: ExecutionContext, src: string, snapshot: string, replica: string, what: string): Promise<void> {
+  const want = await describeTree(path.join(src, '.snapshots', snapshot), { xattrs: true, inodes: false });
+  const got = await describeTree(replica, { xattrs: true, inodes: false });
+  t.deepEqual(got, want, what);
+}
+
+async function roundTrips(t: ExecutionContext, s: Scratch, src: string, dest: string, replicaDir: string, env?: NodeJS.ProcessEnv): Promise<void> {
+  const first = await syncJson(t, s, [src, dest], env);
+  t.is(first.base, null);
+  t.truthy(first.replicaSnapshot);
+  t.true(first.bytesSent < (2 << 20) + 64 * 1024, `the first copy sends the data and no zero block of the 8 MiB hole (${first.bytesSent} bytes)`);
+  await same(t, src, first.snapshot, replicaDir, 'after the first sync');
+
+  fs.appendFileSync(path.join(src, 'docs/a.txt'), 'more\n');
+  fs.renameSync(path.join(src, 'docs/deep'), path.join(src, 'moved'));
+  fs.writeFileSync(path.join(src, 'new.txt'), 'new\n');
+  fs.unlinkSync(path.join(src, 'hard'));
+  const second = await syncJson(t, s, [src, dest], env);
+  t.is(second.base, first.snapshot);
+  t.true(second.bytesSent < 64 * 1024, `an incremental sync sends only the changed blocks (${second.bytesSent} bytes)`);
+  t.true(second.bytesRead < 128 * 1024, `and reads only them (${second.bytesRead} bytes)`);
+  await same(t, src, second.snapshot, replicaDir, 'after the second sync');
+
+  const list = JSON.parse((await replfs(s, ['snapshots', replicaDir, '--json'])).stdout) as { snapshots: Array<{ sourceTime: string }> };
+  t.deepEqual(list.snapshots.map((x) => x.sourceTime), [first.sourceTime, second.sourceTime], 'one replica snapshot per sync, dated with the source time');
+  const third = await syncJson(t, s, [src, dest, '--snapshot', second.snapshot], env);
+  t.is(third.replicaSnapshot, null, 'the destination already has it: nothing sent');
+}
+
+test('sync to a local directory: a full copy, then only what changed', async (t) => {
+  const s = scratch(t);
+  const src = await source(t, s);
+  const dst = path.join(s.dir, 'replica');
+  await roundTrips(t, s, src, dst, dst);
+  const human = await replfs(s, ['sync', src, dst]);
+  t.is(human.code, 0);
+  t.regex(human.stdout, /^sent \S+ to .* \(since \S+\): \d+ files, .* of blocks sent/);
+});
+
+test('sync over ssh to 127.0.0.1: the same, through the system ssh', async (t) => {
+  const s = scratch(t);
+  const sshd = await startSshd(t);
+  const src = await source(t, s);
+  const dst = path.join(s.dir, 'over-ssh');
+  // The daemon runs the sync, so it sees the environment of the mount command: pass it there.
+  const env = { REPLFS_SSH: ['ssh', ...sshd.sshArgs].join(' '), REPLFS_REMOTE_COMMAND: `${process.execPath} ${BIN}` };
+  await replfs(s, ['unmount', src]);
+  const r = await replfs(s, ['mount', src], { env });
+  t.is(r.code, 0, r.stderr);
+  await roundTrips(t, s, src, `${sshd.user}@127.0.0.1:${dst}`, dst, env);
+});
+
+test('bad destinations are refused with a clear message, and nothing is written', async (t) => {
+  const s = scratch(t);
+  const src = await source(t, s);
+  const notEmpty = path.join(s.dir, 'not-empty');
+  fs.mkdirSync(notEmpty);
+  fs.writeFileSync(path.join(notEmpty, 'precious'), 'keep me');
+  fails(t, await replfs(s, ['sync', src, notEmpty]), 'refused', /neither empty nor a replica/, 'a non-empty directory that is not a replica');
+  t.deepEqual(fs.readdirSync(notEmpty), ['precious']);
+  fails(t, await replfs(s, ['sync', src, path.join(s.dir, 'missing/parent/x')]), 'refused', /does not exist/, 'a destination whose parent is missing');
+  t.false(fs.existsSync(path.join(s.dir, 'missing')));
+  fails(t, await replfs(s, ['sync', src, 'host:']), 'usage', /not a destination: no path after the colon/, 'host without a path');
+  fails(t, await replfs(s, ['sync', src, 'ssh://h:99999/x']), 'usage', /port "99999"/, 'a bad port');
+  fails(t, await replfs(s, ['sync', src, '--', '-oProxyCommand=sh:/x']), 'usage', /not a host name/, 'an ssh option posing as a host');
+  fails(t, await replfs(s, ['sync', src, 'replfs://127.0.0.1:1/x']), 'refused', /serve --listen/, 'a replfs:// destination (no server yet)');
+  fails(t, await replfs(s, ['sync', src, path.join(s.dir, 'r'), '--snapshot', 'nope']), 'usage', /not a snapshot name/, 'a malformed snapshot name');
+  fails(t, await replfs(s, ['sync', src, path.join(s.dir, 'r'), '--snapshot', '2020-01-01T00-00-00Z']), 'notFound', /no snapshot named/, 'a snapshot that does not exist');
+  fails(t, await replfs(s, ['sync', src, path.join(s.dir, 'r'), '--snapshot', '2020-01-01T00-00-00Z', '--quiesce']), 'usage', /do not go together/, '--snapshot with --quiesce');
+  fails(t, await replfs(s, ['sync', src]), 'usage', /missing argument/, 'no destination');
+  fails(t, await replfs(s, ['serve', path.join(s.dir, 'r')]), 'usage', /--stdio/, 'serve without a mode');
+  t.false(fs.existsSync(path.join(s.dir, 'r')), 'no replica was made by any of these');
+
+  // A replica of one volume refuses another volume's snapshots.
+  const other = path.join(s.dir, 'other');
+  fs.mkdirSync(other);
+  fs.writeFileSync(path.join(other, 'f'), 'other');
+  await initVolume(t, s, other);
+  const dst = path.join(s.dir, 'replica');
+  await syncJson(t, s, [src, dst]);
+  const before = await describeTree(dst, { inodes: false });
+  fails(t, await replfs(s, ['sync', other, dst]), 'refused', /replica of another volume/, 'a replica of another volume');
+  t.deepEqual(await describeTree(dst, { inodes: false }), before, 'the replica is unchanged');
+});
