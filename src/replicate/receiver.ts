@@ -78,11 +78,15 @@ export class Receiver implements ReceiverApi {
 
   async files(changes: FileChange[]): Promise<void> {
     const b = this.need();
+    for (const c of changes) checkChange(c);
     this.changes = changes;
     this.byFid = new Map(changes.map((c) => [c.fid, c]));
-    await this.replica.setReplicaMeta({ sourceVolumeId: b.sourceVolumeId, base: this.meta?.base ?? null, applying: true });
+    if (this.byFid.size !== changes.length) throw new ReplfsError('refused', 'the change set names a file twice');
     this.known = await this.loadOrigins(changes);
+    // Planned (and so checked) before anything changes: a refused change set leaves the
+    // replica as it was, ready for the next sync.
     const steps = plan({ current: (fid) => this.current(fid), changes: new Map(changes.map((c) => [c.fid, c.node])), stage: STAGING_DIR });
+    await this.replica.setReplicaMeta({ sourceVolumeId: b.sourceVolumeId, base: this.meta?.base ?? null, applying: true });
     const me = { uid: this.replica.myUid, gid: this.replica.myGid, pid: process.pid };
     await this.replica.mkdir(`/${STAGING_DIR}`, 0o700, me).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'EEXIST') throw err; });
     for (const step of steps) await this.apply(step, me);
@@ -90,7 +94,8 @@ export class Receiver implements ReceiverApi {
   }
 
   async compare(fid: FileId, offset: number, blockSize: number, length: number, hashes: Buffer[]): Promise<number[]> {
-    if (Math.ceil(length / blockSize) !== hashes.length) throw new ReplfsError('internal', 'the hashes do not cover the range');
+    if (Math.ceil(length / blockSize) !== hashes.length) throw new ReplfsError('refused', 'the hashes do not cover the range');
+    this.checkRange(fid, offset, length);
     const fd = await this.fdOf(fid);
     const mine = Buffer.allocUnsafeSlow(length);
     let have = 0;
@@ -107,6 +112,7 @@ export class Receiver implements ReceiverApi {
   }
 
   async write(fid: FileId, offset: number, data: Buffer): Promise<void> {
+    this.checkRange(fid, offset, data.length);
     const fd = await this.fdOf(fid);
     for (let done = 0; done < data.length;) done += await this.replica.write(fd, data.subarray(done), data.length - done, offset + done);
     this.bytesWritten += data.length;
@@ -135,6 +141,14 @@ export class Receiver implements ReceiverApi {
       extraOps: [...this.replica.originOps(origin), this.replica.replicaMetaOp(meta)],
     });
     return { replicaSnapshot: rec.name };
+  }
+
+  /** Data may only land inside the file's new size. */
+  private checkRange(fid: FileId, offset: number, length: number): void {
+    const size = this.byFid.get(fid)?.attr?.size;
+    if (size === undefined || !Number.isSafeInteger(offset) || offset < 0 || offset + length > size) {
+      throw new ReplfsError('refused', `the sender wrote outside file ${fid}`);
+    }
   }
 
   private need(): Begin {
@@ -215,4 +229,29 @@ export class Receiver implements ReceiverApi {
     for (const [name, value] of wanted) await r.setxattr(p, name, Buffer.from(value, 'base64'), 0);
     await r.utimens(p, specOf(a.atime), specOf(a.mtime));
   }
+}
+
+const isId = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) > 0;
+const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+const isNs = (v: unknown): v is string => typeof v === 'string' && /^-?\d{1,30}$/.test(v);
+
+/** A change from the wire, checked for shape before anything trusts it. */
+function checkChange(c: FileChange): void {
+  const bad = (why: string) => new ReplfsError('refused', `a malformed change from the sender (file ${String((c as { fid?: unknown }).fid)}): ${why}`);
+  if (typeof c !== 'object' || c === null || !isId(c.fid)) throw bad('no valid file id');
+  if (c.node !== null) {
+    if (typeof c.node !== 'object' || !['dir', 'file', 'symlink', 'other'].includes(c.node.type) || !Array.isArray(c.node.names)) throw bad('a malformed node');
+    for (const r of c.node.names) {
+      if (!Array.isArray(r) || r.length !== 2 || !isId(r[0]) || typeof r[1] !== 'string') throw bad('a malformed name');
+    }
+    const a = c.attr;
+    if (!a || ![a.mode, a.uid, a.gid, a.size, a.rdev].every(isCount) || !isNs(a.atime) || !isNs(a.mtime)) throw bad('malformed attributes');
+  } else if (c.attr !== null) {
+    throw bad('attributes for a deleted file');
+  }
+  if (c.target !== undefined && (typeof c.target !== 'string' || c.target.includes('\0'))) throw bad('a malformed symlink target');
+  if (c.xattrs !== undefined && (!Array.isArray(c.xattrs) || !c.xattrs.every((x) => Array.isArray(x) && x.length === 2 && typeof x[0] === 'string' && typeof x[1] === 'string'))) {
+    throw bad('malformed xattrs');
+  }
+  if (!Array.isArray(c.extents) || !c.extents.every((e) => isCount(e?.offset) && isCount(e?.length))) throw bad('malformed extents');
 }
