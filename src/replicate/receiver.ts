@@ -57,6 +57,8 @@ export class Receiver implements ReceiverApi {
   private byFid = new Map<FileId, FileChange>();
   private known = new Map<FileId, OriginNode>();
   private readonly open = new Map<FileId, number>();
+  /** Replica directories found to be real directories during this sync. */
+  private readonly checkedDirs = new Set<string>();
   bytesWritten = 0;
   blocksWritten = 0;
 
@@ -177,7 +179,9 @@ export class Receiver implements ReceiverApi {
     if (fd === undefined) {
       const c = this.byFid.get(fid);
       if (!c || c.node?.type !== 'file') throw new ReplfsError('internal', `source file ${fid} is not a regular file of this change set`);
-      fd = await this.replica.open(`/${this.pathOf(fid)}`, fsConstants.O_RDWR);
+      const rel = this.pathOf(fid);
+      await this.checkPath(rel, 'file');
+      fd = await this.replica.open(`/${rel}`, fsConstants.O_RDWR);
       this.open.set(fid, fd);
     }
     return fd;
@@ -200,8 +204,41 @@ export class Receiver implements ReceiverApi {
     return known;
   }
 
+  /**
+   * Every directory on the way to `rel` must be a real directory, and `rel` itself, if
+   * `expect` is given, of that type: a symlink put into the replica outside replfs must
+   * never lead a change outside it.
+   */
+  private async checkPath(rel: string, expect?: Node['type']): Promise<void> {
+    const parts = rel === '' ? [] : rel.split('/');
+    let cur = '';
+    for (let i = 0; i < parts.length; i++) {
+      cur = cur === '' ? parts[i]! : `${cur}/${parts[i]}`;
+      const last = i === parts.length - 1;
+      if (!last && this.checkedDirs.has(cur)) continue;
+      if (last && expect === undefined) return;
+      const st = await this.replica.lstatRel(cur);
+      const kind = !st ? 'missing' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : st.isFile() ? 'file' : 'other';
+      const want = last ? expect! : 'dir';
+      if (kind !== want) {
+        throw new ReplfsError('refused', `the replica was changed outside replfs: ${cur} is ${kind === 'missing' ? 'missing' : `a ${kind}`}, not a ${want}`,
+          'a replica must only be changed by replfs sync');
+      }
+      if (!last) this.checkedDirs.add(cur);
+    }
+  }
+
   private async apply(s: Step, me: { uid: number; gid: number; pid: number }): Promise<void> {
     const r = this.replica;
+    const type = this.byFid.get(s.fid)?.node?.type ?? (s.op === 'rmdir' ? 'dir' : undefined);
+    if (s.op === 'rename' || s.op === 'link') {
+      await this.checkPath(s.from, s.from.startsWith(`${STAGING_DIR}/`) ? undefined : type);
+      await this.checkPath(s.to);
+    } else if (s.op === 'create') {
+      await this.checkPath(s.path);
+    } else {
+      await this.checkPath(s.path, s.op === 'rmdir' ? 'dir' : undefined);
+    }
     switch (s.op) {
       case 'rename': return r.rename(`/${s.from}`, `/${s.to}`);
       case 'link': return r.link(`/${s.from}`, `/${s.to}`);
@@ -220,6 +257,7 @@ export class Receiver implements ReceiverApi {
 
   private async applyAttrs(c: FileChange, rel: string): Promise<void> {
     const r = this.replica;
+    await this.checkPath(rel, c.node!.type === 'other' ? undefined : c.node!.type);
     const p = rel === '' ? '/' : `/${rel}`;
     const a = c.attr!;
     await r.chown(p, a.uid, a.gid);

@@ -137,3 +137,20 @@ test('bad destinations are refused with a clear message, and nothing is written'
   fails(t, await replfs(s, ['sync', other, dst]), 'refused', /replica of another volume/, 'a replica of another volume');
   t.deepEqual(await describeTree(dst, { inodes: false }), before, 'the replica is unchanged');
 });
+
+test('a symlink planted in the replica outside replfs never leads a sync outside it', async (t) => {
+  const s = scratch(t);
+  const src = await source(t, s);
+  const dst = path.join(s.dir, 'replica');
+  await syncJson(t, s, [src, dst]);
+  const outside = path.join(s.dir, 'outside');
+  fs.mkdirSync(outside);
+  fs.writeFileSync(path.join(outside, 'a.txt'), 'not yours');
+  fs.renameSync(path.join(dst, 'docs'), path.join(dst, 'docs.moved-away'));
+  fs.symlinkSync(outside, path.join(dst, 'docs'));
+  fs.appendFileSync(path.join(src, 'docs/a.txt'), 'through the link?\n');
+  fs.writeFileSync(path.join(src, 'docs/new.txt'), 'new\n');
+  fails(t, await replfs(s, ['sync', src, dst]), 'refused', /changed outside replfs: docs is a symlink, not a dir/, 'a planted symlink');
+  t.deepEqual(fs.readdirSync(outside), ['a.txt'], 'nothing was created outside');
+  t.is(fs.readFileSync(path.join(outside, 'a.txt'), 'utf8'), 'not yours', 'nothing was written outside');
+});
