@@ -4,7 +4,6 @@ import type { HashPool } from './hasher.js';
 import { Receiver } from './receiver.js';
 import { send, type SyncSummary } from './sender.js';
 
-export { STAGING_DIR } from './receiver.js';
 export type { SyncSummary } from './sender.js';
 
 export function syncLocal(source: Volume, replica: Volume, opts: { snapshot?: string; hashPool: HashPool }): Promise<SyncSummary> {

@@ -59,8 +59,6 @@ export class Receiver implements ReceiverApi {
   private readonly open = new Map<FileId, number>();
   /** Replica directories found to be real directories during this sync. */
   private readonly checkedDirs = new Set<string>();
-  bytesWritten = 0;
-  blocksWritten = 0;
 
   constructor(private readonly replica: Volume, private readonly pool: HashPool) {}
 
@@ -117,8 +115,6 @@ export class Receiver implements ReceiverApi {
     this.checkRange(fid, offset, data.length);
     const fd = await this.fdOf(fid);
     for (let done = 0; done < data.length;) done += await this.replica.write(fd, data.subarray(done), data.length - done, offset + done);
-    this.bytesWritten += data.length;
-    this.blocksWritten++;
   }
 
   async finish(): Promise<{ replicaSnapshot: string }> {

@@ -8,19 +8,8 @@ import type { ExecutionContext } from 'ava';
 import { BIN, scratch, replfs, initVolume, mountVolume, describeTree, run, type Scratch, type RunResult } from '../helpers/env.js';
 import { startSshd } from '../helpers/sshd.js';
 import { ExitCode, type ExitCodeName } from '../../src/errors/index.js';
+import type { SyncSummary as Summary } from '../../src/replicate/sender.js';
 
-interface Summary {
-  snapshot: string;
-  sourceTime: string;
-  replicaSnapshot: string | null;
-  base: string | null;
-  filesChanged: number;
-  bytesRead: number;
-  bytesSent: number;
-  blocksSent: number;
-  blocksSkipped: number;
-  durationMs: number;
-}
 
 function fails(t: ExecutionContext, r: RunResult, exit: ExitCodeName, message: RegExp, what: string): void {
   t.is(r.code, ExitCode[exit], `${what}: expected exit ${ExitCode[exit]} (${exit}); stderr: ${r.stderr}`);

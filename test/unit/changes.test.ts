@@ -3,37 +3,18 @@
 // so that the planner turns the first snapshot's tree into the second's; and its extents
 // and attributes must be those of the second snapshot.
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import test from '../helpers/ava.js';
+import { me, put, tmpDir, writeAt } from '../helpers/engine.js';
 import { ROOT_FID } from '../../src/core/types.js';
 import { Volume } from '../../src/volume/volume.js';
 import { changeSet, type FileChange } from '../../src/replicate/changes.js';
 import { plan } from '../../src/replicate/plan.js';
 import { Model, STAGE, changesOf, listing, type Tree } from '../helpers/namespace.js';
 
-const me = { uid: process.getuid!(), gid: process.getgid!(), pid: process.pid };
-const { O_RDWR, O_WRONLY, O_CREAT } = fs.constants;
 
-function tmp(t: { teardown(fn: () => unknown): void }): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'replfs-changes-'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
 
-async function put(v: Volume, p: string, data: Buffer | string): Promise<void> {
-  const fd = await v.create(p, 0o644, O_WRONLY | O_CREAT, me);
-  const buf = Buffer.from(data);
-  await v.write(fd, buf, buf.length, 0);
-  await v.release(fd);
-}
 
-async function writeAt(v: Volume, p: string, data: Buffer | string, pos: number): Promise<void> {
-  const fd = await v.open(p, O_RDWR);
-  const buf = Buffer.from(data);
-  await v.write(fd, buf, buf.length, pos);
-  await v.release(fd);
-}
 
 const treeOf = (changes: FileChange[]): Tree => {
   const t: Tree = new Map();
@@ -42,7 +23,7 @@ const treeOf = (changes: FileChange[]): Tree => {
 };
 
 test('a change set between two snapshots carries every changed name, and the planner rebuilds the newer tree from the older', async (t) => {
-  const dir = tmp(t);
+  const dir = tmpDir(t, 'replfs-changes-');
   fs.mkdirSync(path.join(dir, 'a/b'), { recursive: true });
   fs.mkdirSync(path.join(dir, 'c'));
   fs.writeFileSync(path.join(dir, 'a/b/f'), Buffer.alloc(200_000, 7));

@@ -2,36 +2,17 @@
 // Volume's own operations, each snapshot read through its view and compared with what the
 // tree held when it was taken.
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import test from '../helpers/ava.js';
+import { me, put, tmpDir, writeAt } from '../helpers/engine.js';
 import { Volume } from '../../src/volume/volume.js';
 import { snapshotName, isSnapshotName, Catalog } from '../../src/volume/snapshots.js';
 import type { SnapshotView } from '../../src/volume/view.js';
 
-const me = { uid: process.getuid!(), gid: process.getgid!(), pid: process.pid };
-const { O_RDWR, O_WRONLY, O_CREAT } = fs.constants;
 
-function tmp(t: { teardown(fn: () => unknown): void }): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'replfs-snap-'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
 
-async function put(v: Volume, p: string, data: Buffer | string, pos = 0): Promise<void> {
-  const fd = await v.create(p, 0o644, O_WRONLY | O_CREAT, me);
-  const buf = Buffer.from(data);
-  await v.write(fd, buf, buf.length, pos);
-  await v.release(fd);
-}
 
-async function writeAt(v: Volume, p: string, data: Buffer | string, pos: number): Promise<void> {
-  const fd = await v.open(p, O_RDWR);
-  const buf = Buffer.from(data);
-  await v.write(fd, buf, buf.length, pos);
-  await v.release(fd);
-}
 
 async function readAll(view: SnapshotView, rel: string): Promise<Buffer> {
   const h = await view.open(rel);
@@ -101,7 +82,7 @@ test('snapshot names: UTC seconds without colons, -1 and -2 on collision', (t) =
 });
 
 test('every kind of change leaves earlier snapshots exactly as they were', async (t) => {
-  const dir = tmp(t);
+  const dir = tmpDir(t, 'replfs-snap-');
   fs.mkdirSync(path.join(dir, 'a/b'), { recursive: true });
   fs.writeFileSync(path.join(dir, 'a/b/f'), Buffer.alloc(200_000, 7));
   fs.writeFileSync(path.join(dir, 'keep'), 'keep');
@@ -152,7 +133,7 @@ test('every kind of change leaves earlier snapshots exactly as they were', async
 });
 
 test('identical blocks are stored once', async (t) => {
-  const dir = tmp(t);
+  const dir = tmpDir(t, 'replfs-snap-');
   fs.writeFileSync(path.join(dir, 'same'), Buffer.alloc(1 << 20, 3));
   await Volume.init(dir, { blockSize: 65536 });
   const v = (await Volume.open(dir, { writable: true })).volume;
@@ -167,7 +148,7 @@ test('identical blocks are stored once', async (t) => {
 });
 
 test('a damaged preserved block reads as EIO, whole or in part, and the blocks around it still read', async (t) => {
-  const dir = tmp(t);
+  const dir = tmpDir(t, 'replfs-snap-');
   const old = randomBytes(1 << 20);
   fs.writeFileSync(path.join(dir, 'big'), old);
   await Volume.init(dir, { blockSize: 65536 });
@@ -206,7 +187,7 @@ test('a damaged preserved block reads as EIO, whole or in part, and the blocks a
 });
 
 test('deleting snapshots frees the blocks only they held and keeps the others exact', async (t) => {
-  const dir = tmp(t);
+  const dir = tmpDir(t, 'replfs-snap-');
   fs.writeFileSync(path.join(dir, 'big'), randomBytes(1 << 20));
   await Volume.init(dir, { blockSize: 65536 });
   const v = (await Volume.open(dir, { writable: true })).volume;
@@ -233,7 +214,7 @@ test('deleting snapshots frees the blocks only they held and keeps the others ex
 });
 
 test('snapshots survive closing and reopening the volume', async (t) => {
-  const dir = tmp(t);
+  const dir = tmpDir(t, 'replfs-snap-');
   fs.writeFileSync(path.join(dir, 'f'), 'one');
   await Volume.init(dir);
   let v = (await Volume.open(dir, { writable: true })).volume;
@@ -251,7 +232,7 @@ test('snapshots survive closing and reopening the volume', async (t) => {
 
 test('a format 1 volume is read as it is and upgraded to format 2 when opened for writing', async (t) => {
   const { Store, putJson } = await import('../../src/volume/store.js');
-  const dir = tmp(t);
+  const dir = tmpDir(t, 'replfs-snap-');
   fs.writeFileSync(path.join(dir, 'f'), 'data');
   await Volume.init(dir);
   // Make it what an issue-3 build wrote: format 1 in the database and in config.json.
@@ -277,7 +258,7 @@ test('a format 1 volume is read as it is and upgraded to format 2 when opened fo
 });
 
 test('a directory removed and made again under the same name does not leak into older snapshots', async (t) => {
-  const dir = tmp(t);
+  const dir = tmpDir(t, 'replfs-snap-');
   fs.mkdirSync(path.join(dir, 'a'));
   fs.writeFileSync(path.join(dir, 'b'), 'old file');
   await Volume.init(dir);
@@ -296,7 +277,7 @@ test('a directory removed and made again under the same name does not leak into 
 });
 
 test('a zero block cut off by a truncation stays zero in the snapshot after the file grows again in a later epoch', async (t) => {
-  const dir = tmp(t);
+  const dir = tmpDir(t, 'replfs-snap-');
   const fd = fs.openSync(path.join(dir, 'f'), 'w');
   fs.writeSync(fd, Buffer.alloc(4096, 1), 0, 4096, 0);
   fs.writeSync(fd, Buffer.alloc(4096, 2), 0, 4096, 5 * 65536);

@@ -3,37 +3,18 @@
 // modes, owners, mtimes, xattrs, symlinks and hard links; a second sync must move only what
 // changed; and the replica's earlier snapshot must survive it.
 import fs from 'node:fs';
-import os from 'node:os';
 import path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import test from '../helpers/ava.js';
+import { me, put, tmpDir, writeAt } from '../helpers/engine.js';
 import { Volume } from '../../src/volume/volume.js';
 import type { SnapshotView } from '../../src/volume/view.js';
 import { HashPool } from '../../src/replicate/hasher.js';
 import { syncLocal } from '../../src/replicate/local.js';
 
-const me = { uid: process.getuid!(), gid: process.getgid!(), pid: process.pid };
-const { O_RDWR, O_WRONLY, O_CREAT } = fs.constants;
 
-function tmp(t: { teardown(fn: () => unknown): void }): string {
-  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'replfs-sync-'));
-  t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
 
-async function put(v: Volume, p: string, data: Buffer | string): Promise<void> {
-  const fd = await v.create(p, 0o644, O_WRONLY | O_CREAT, me);
-  const buf = Buffer.from(data);
-  await v.write(fd, buf, buf.length, 0);
-  await v.release(fd);
-}
 
-async function writeAt(v: Volume, p: string, data: Buffer | string, pos: number): Promise<void> {
-  const fd = await v.open(p, O_RDWR);
-  const buf = Buffer.from(data);
-  await v.write(fd, buf, buf.length, pos);
-  await v.release(fd);
-}
 
 /** Everything a snapshot shows, path by path; hard links as groups of paths. */
 async function describe(view: SnapshotView): Promise<Record<string, string>> {
@@ -67,8 +48,8 @@ async function describe(view: SnapshotView): Promise<Record<string, string>> {
 }
 
 test('a first sync copies a snapshot exactly; the next moves only what changed; older replica snapshots stay', async (t) => {
-  const src = path.join(tmp(t), 'src');
-  const dst = path.join(tmp(t), 'dst');
+  const src = path.join(tmpDir(t, 'replfs-sync-'), 'src');
+  const dst = path.join(tmpDir(t, 'replfs-sync-'), 'dst');
   fs.mkdirSync(path.join(src, 'docs/deep'), { recursive: true });
   fs.mkdirSync(dst);
   const big = randomBytes(3 << 20);
@@ -144,9 +125,9 @@ test('a first sync copies a snapshot exactly; the next moves only what changed; 
 });
 
 test('a destination that replicates another volume is refused, and left as it was', async (t) => {
-  const a = path.join(tmp(t), 'a');
-  const b = path.join(tmp(t), 'b');
-  const dst = path.join(tmp(t), 'dst');
+  const a = path.join(tmpDir(t, 'replfs-sync-'), 'a');
+  const b = path.join(tmpDir(t, 'replfs-sync-'), 'b');
+  const dst = path.join(tmpDir(t, 'replfs-sync-'), 'dst');
   for (const d of [a, b, dst]) fs.mkdirSync(d);
   fs.writeFileSync(path.join(a, 'f'), 'a');
   fs.writeFileSync(path.join(b, 'f'), 'b');
