@@ -408,8 +408,9 @@ cli('.snapshots follows snapshots taken and deleted at once, even with -o entry_
   const second = (ahead: number) => new Date(Math.floor(Date.now() / 1000) * 1000 + ahead * 1000).toISOString().replace('.000Z', 'Z').replaceAll(':', '-');
   const ahead = [1, 2, 3, 4, 5, 6, 7, 8].map(second);
   for (const n of ahead) t.is(errnoOf(() => fs.statSync(path.join(snapdir, n))), 'ENOENT', `${n} before it exists`);
+  const taken = [a];
   let b = a;
-  while (b < ahead[0]!) b = await snap(t, s, dir);
+  while (b < ahead[0]!) taken.push(b = await snap(t, s, dir));
   t.true(ahead.includes(b), `the snapshot ${b} took one of the names looked up`);
   t.true(fs.statSync(path.join(snapdir, b)).isDirectory(), `${b}, looked up while missing, is found at once`);
   t.is(fs.readlinkSync(latest), b, 'latest moved to the newest at once');
@@ -418,8 +419,9 @@ cli('.snapshots follows snapshots taken and deleted at once, even with -o entry_
   t.true(fs.existsSync(path.join(snapdir, a, 'sub', 'deeper', 'c.txt')));
   await ok(t, s, ['snapshot', 'delete', dir, b]);
   t.is(errnoOf(() => fs.statSync(path.join(snapdir, b))), 'ENOENT', 'a deleted snapshot is gone by name at once');
-  t.is(fs.readlinkSync(latest), a, 'latest falls back to the remaining newest');
-  await ok(t, s, ['snapshot', 'delete', dir, a]);
+  taken.pop();
+  t.is(fs.readlinkSync(latest), taken.at(-1)!, 'latest falls back to the remaining newest');
+  for (const name of taken) await ok(t, s, ['snapshot', 'delete', dir, name]);
   t.is(errnoOf(() => fs.statSync(path.join(snapdir, a, 'sub', 'deeper', 'c.txt'))), 'ENOENT', 'paths inside it too');
   t.is(errnoOf(() => fs.lstatSync(latest)), 'ENOENT', 'no latest once the last snapshot is gone');
   t.deepEqual(fs.readdirSync(snapdir), []);
