@@ -116,6 +116,15 @@ const prune: Action = async (volume, args) => {
     if (err instanceof PolicyError) throw new ReplfsError('usage', err.message);
     throw err;
   }
+  // A destination's base stays, whatever the rules say: its next sync starts from it.
+  const pinned = new Map((await volume.destinations()).map((d) => [d.base, d.destination]));
+  for (const v of verdicts) {
+    const dest = pinned.get(v.name);
+    if (dest !== undefined) {
+      v.keep = true;
+      v.reasons.push(`base of ${dest}`);
+    }
+  }
   const removed = verdicts.filter((v) => !v.keep).map((v) => v.name);
   const kept = verdicts.filter((v) => v.keep).map((v) => ({ name: v.name, reasons: v.reasons }));
   const dryRun = args.dryRun === true;
@@ -162,7 +171,12 @@ const sync: Action = async (volume, args, ctx) => {
   const pool = new HashPool();
   try {
     await greet(link.conn, VERSION);
-    return await send(volume, new RemoteReceiver(link.conn), { snapshot: name, hashPool: pool });
+    const summary = await send(volume, new RemoteReceiver(link.conn), { snapshot: name, hashPool: pool });
+    const base = volume.snapshotNamed(summary.snapshot);
+    await volume.recordDestination(summary.replicaId, {
+      destination: str(args, 'destination')!, base: base.name, sourceTime: base.sourceTime, at: new Date().toISOString(),
+    });
+    return summary;
   } catch (err) {
     if (err instanceof ConnectionError || err instanceof ProtocolError) {
       const far = link.stderr();

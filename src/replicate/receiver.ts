@@ -30,6 +30,8 @@ export interface Begin {
 }
 
 export interface ReceiverState {
+  /** The replica volume's id: the source pins this destination's base under it. */
+  replicaId: string;
   /** The source snapshot the replica last confirmed, or null. */
   base: { name: string; sourceTime: string } | null;
 }
@@ -73,7 +75,7 @@ export class Receiver implements ReceiverApi {
     }
     this.started = b;
     this.meta = meta;
-    return { base: meta?.base ?? null };
+    return { replicaId: this.replica.config.volumeId, base: meta?.base ?? null };
   }
 
   async files(changes: FileChange[]): Promise<void> {

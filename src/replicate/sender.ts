@@ -18,6 +18,8 @@ export interface SyncSummary {
   replicaSnapshot: string | null;
   /** The source snapshot the destination had confirmed before, if any. */
   base: string | null;
+  /** The replica's volume id. */
+  replicaId: string;
   filesChanged: number;
   /** File data read and hashed on the source. */
   bytesRead: number;
@@ -34,12 +36,12 @@ export async function send(source: Volume, receiver: ReceiverApi, opts: { snapsh
   const target = opts.snapshot ? source.snapshotNamed(opts.snapshot) : source.snapshots().at(-1);
   if (!target) throw new ReplfsError('refused', 'the source has no snapshot to send', 'take one with `replfs snapshot`');
   const blockSize = source.config.blockSize;
-  const { base } = await receiver.begin({
+  const { base, replicaId } = await receiver.begin({
     sourceVolumeId: source.config.volumeId, blockSize,
     snapshot: { name: target.name, sourceTime: target.sourceTime, label: target.label, consistency: target.consistency },
   });
   const summary: SyncSummary = {
-    snapshot: target.name, sourceTime: target.sourceTime, replicaSnapshot: null, base: base?.name ?? null,
+    snapshot: target.name, sourceTime: target.sourceTime, replicaSnapshot: null, base: base?.name ?? null, replicaId,
     filesChanged: 0, bytesRead: 0, bytesSent: 0, blocksSent: 0, blocksSkipped: 0, durationMs: 0,
   };
   if (base) {

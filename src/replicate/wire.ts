@@ -17,7 +17,11 @@ export class RemoteReceiver implements ReceiverApi {
 
   async begin(b: Begin): Promise<ReceiverState> {
     await this.conn.sendJson('begin', b);
-    return (await this.answer('state')) as ReceiverState;
+    const state = (await this.answer('state')) as Partial<ReceiverState>;
+    if (typeof state.replicaId !== 'string' || !/^[A-Za-z0-9-]{1,64}$/.test(state.replicaId)) {
+      throw new ProtocolError('bad-json', 'the receiver named no valid replica id');
+    }
+    return { replicaId: state.replicaId, base: state.base ?? null };
   }
 
   async files(changes: FileChange[]): Promise<void> {

@@ -76,6 +76,17 @@ export const MetaKey = {
   replica: 'replica',
 } as const;
 
+/** meta `dest!<replica volumeId>` (sources): a destination and the base it confirmed. */
+export interface DestinationRecord {
+  /** The destination as given to `replfs sync`. */
+  destination: string;
+  /** The snapshot it last confirmed: kept on the source while this record exists. */
+  base: string;
+  sourceTime: string;
+  /** When that sync ended. */
+  at: string;
+}
+
 /** origin/<source fid> (replicas): the source file's type tag and names, in source ids. */
 export interface OriginNode {
   t: string;

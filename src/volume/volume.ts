@@ -15,7 +15,7 @@ import { FsError, ReplfsError, hasCode, messageOf } from '../errors/index.js';
 import {
   CONFIG_FILE, DB_DIR, FORMAT_VERSION, UPGRADABLE_FORMATS, MetaKey, STATE_DIR, Sublevel, blocksPerRegion, fileKey,
   DEFAULT_BLOCK_SIZE, MIN_BLOCK_SIZE, MAX_BLOCK_SIZE, FARM_DIR, SNAPSHOT_DIR, TypeTag, hex, snapshotKey,
-  type FileRecord, type NameRef, type OriginNode, type ReplicaMeta, type SessionValue, type VolumeConfig, type PreservedAttr, type PreservedEntry, type SnapshotRecord,
+  type DestinationRecord, type FileRecord, type NameRef, type OriginNode, type ReplicaMeta, type SessionValue, type VolumeConfig, type PreservedAttr, type PreservedEntry, type SnapshotRecord,
 } from './format.js';
 import { Backing, baseName, parentOf, relPath } from './backing.js';
 import { FileTable } from './files.js';
@@ -1095,6 +1095,21 @@ export class Volume {
     return this.catalog.reserve(at);
   }
 
+  // ---------------------------------------------------------------- destinations (sources)
+
+  /** Records that the replica `replicaId` now holds snapshot `base`, pinning it. */
+  async recordDestination(replicaId: string, rec: DestinationRecord): Promise<void> {
+    await this.store.write([putJson(Sublevel.meta, `dest!${replicaId}`, rec)], true);
+  }
+
+  async destinations(): Promise<Array<DestinationRecord & { replicaId: string }>> {
+    const out: Array<DestinationRecord & { replicaId: string }> = [];
+    for await (const [key, value] of this.store.entries(Sublevel.meta, { gte: 'dest!', lt: 'dest"' })) {
+      out.push({ replicaId: key.slice('dest!'.length), ...(JSON.parse(value.toString('utf8')) as DestinationRecord) });
+    }
+    return out;
+  }
+
   // ---------------------------------------------------------------- replica bookkeeping
 
   async replicaMeta(): Promise<ReplicaMeta | undefined> {
@@ -1181,6 +1196,12 @@ export class Volume {
   async deleteSnapshots(names: string[]): Promise<GcReport> {
     if (!this.writable) throw new ReplfsError('refused', 'the volume is open read-only');
     const recs = names.map((n) => this.snapshotNamed(n));
+    for (const d of await this.destinations()) {
+      if (names.includes(d.base)) {
+        throw new ReplfsError('refused', `${d.base} is the base of the sync to ${d.destination}: the next sync there starts from it`,
+          'sync that destination again first, and its base moves on');
+      }
+    }
     await this.store.write(recs.map((rec) => ({ type: 'del' as const, sub: Sublevel.snapshots, key: snapshotKey(rec.epoch) })), true);
     for (const rec of recs) {
       this.catalog.remove(rec);

@@ -143,3 +143,23 @@ test('a symlink planted in the replica outside replfs never leads a sync outside
   t.deepEqual(fs.readdirSync(outside), ['a.txt'], 'nothing was created outside');
   t.is(fs.readFileSync(path.join(outside, 'a.txt'), 'utf8'), 'not yours', 'nothing was written outside');
 });
+
+test('a destination\'s base is kept on the source: prune keeps it, delete refuses it, until the next sync moves it on', async (t) => {
+  const s = scratch(t);
+  const src = await source(t, s);
+  const dst = path.join(s.dir, 'replica');
+  const first = await syncJson(t, s, [src, dst]);
+  for (let i = 0; i < 3; i++) {
+    fs.writeFileSync(path.join(src, `later-${i}`), String(i));
+    t.is((await replfs(s, ['snapshot', src])).code, 0);
+  }
+  const pruned = JSON.parse((await replfs(s, ['prune', src, '--keep-last', '1', '--json'])).stdout) as { kept: Array<{ name: string; reasons: string[] }>; removed: string[] };
+  t.deepEqual(pruned.kept.find((k) => k.name === first.snapshot)?.reasons, [`base of ${dst}`], 'the base is kept, and why');
+  t.is(pruned.removed.length, 2);
+  fails(t, await replfs(s, ['snapshot', 'delete', src, first.snapshot]), 'refused', new RegExp(`base of the sync to ${dst.replaceAll('/', '\\/')}`), 'deleting the base');
+  const second = await syncJson(t, s, [src, dst]);
+  t.is(second.base, first.snapshot, 'the next sync is incremental from the kept base');
+  await same(t, src, second.snapshot, dst, 'after the sync from the kept base');
+  const r = await replfs(s, ['snapshot', 'delete', src, first.snapshot]);
+  t.is(r.code, 0, `once the base moved on, the old one can go: ${r.stderr}`);
+});
