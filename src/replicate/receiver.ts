@@ -7,6 +7,7 @@ import { constants as fsConstants } from 'node:fs';
 import { ROOT_FID, type FileId } from '../core/types.js';
 import { ReplfsError } from '../errors/index.js';
 import type { Volume } from '../volume/index.js';
+import { readFull } from '../volume/io.js';
 import { TypeTag, type OriginNode, type ReplicaMeta } from '../volume/format.js';
 import { specOf } from '../volume/view.js';
 import { nodeTypeOf, type FileChange } from './changes.js';
@@ -100,12 +101,7 @@ export class Receiver implements ReceiverApi {
     this.checkRange(fid, offset, length);
     const fd = await this.fdOf(fid);
     const mine = Buffer.allocUnsafeSlow(length);
-    let have = 0;
-    while (have < length) {
-      const n = await this.replica.read(fd, mine.subarray(have), length - have, offset + have);
-      if (n === 0) break;
-      have += n;
-    }
+    const have = await readFull((b, n, p) => this.replica.read(fd, b, n, p), mine, length, offset);
     mine.fill(0, have);
     const ours = (await this.pool.hash(mine, blockSize)).hashes;
     const needed: number[] = [];
@@ -136,7 +132,7 @@ export class Receiver implements ReceiverApi {
       c.node ? { t: typeTagOf(c.node), n: c.node.names.map(([parent, n]) => [parent, n] as [FileId, string]) } : null]);
     const meta: ReplicaMeta = { sourceVolumeId: b.sourceVolumeId, base: { name: b.snapshot.name, sourceTime: b.snapshot.sourceTime }, applying: false };
     const rec = await this.replica.snapshot({
-      name: this.replica.reserveSnapshotNameAt(new Date(b.snapshot.sourceTime)),
+      name: this.replica.reserveSnapshotName(new Date(b.snapshot.sourceTime)),
       sourceTime: b.snapshot.sourceTime, label: b.snapshot.label, consistency: b.snapshot.consistency,
       extraOps: [...this.replica.originOps(origin), this.replica.replicaMetaOp(meta)],
     });

@@ -3,6 +3,7 @@
 // only the blocks the receiver lacks.
 import { ReplfsError } from '../errors/index.js';
 import type { Volume } from '../volume/index.js';
+import { readFull } from '../volume/io.js';
 import { changeSet } from './changes.js';
 import type { HashPool } from './hasher.js';
 import type { ReceiverApi } from './receiver.js';
@@ -71,12 +72,7 @@ export async function send(source: Volume, receiver: ReceiverApi, opts: { snapsh
         for (let pos = ext.offset; pos < end;) {
           const len = Math.min(step, end - pos);
           const buf = Buffer.allocUnsafeSlow(len);
-          let got = 0;
-          while (got < len) {
-            const n = await view.read(h, buf.subarray(got), len - got, pos + got);
-            if (n === 0) break;
-            got += n;
-          }
+          const got = await readFull((b, n, p) => view.read(h, b, n, p), buf, len, pos);
           if (got === 0) break;
           summary.bytesRead += got;
           const { hashes, data } = await opts.hashPool.hash(buf.subarray(0, got), blockSize);

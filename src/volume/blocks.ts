@@ -15,7 +15,7 @@ import { promises as fsp } from 'node:fs';
 import { blake3 } from '@napi-rs/blake-hash';
 import { FsError, hasCode } from '../errors/index.js';
 import { BLOCKS_DIR, Sublevel, type BlockLocation } from './format.js';
-import { io } from './io.js';
+import { io, readFull } from './io.js';
 import { punchHole } from './sys.js';
 import type { Op, Store } from './store.js';
 
@@ -257,12 +257,7 @@ export class BlockStore {
         (k === i || (!!prev && prev.buffer === d.buffer && prev.byteOffset + prev.length === d.byteOffset));
     }
     const buf = direct ? Buffer.from(dest[i]!.buffer, dest[i]!.byteOffset, length) : Buffer.allocUnsafe(length);
-    let got = 0;
-    while (got < length) {
-      const n = await io.read(fd, buf.subarray(got), length - got, start + got);
-      if (n === 0) break;
-      got += n;
-    }
+    const got = await readFull((b, n, p) => io.read(fd, b, n, p), buf, length, start);
     for (let k = i; k < j; k++) {
       const [, offset, len] = locs[k]!;
       const part = buf.subarray(offset - start, offset - start + len);

@@ -14,7 +14,7 @@
 import type { Epoch, FileId } from '../core/types.js';
 import { ZERO_HASH, type BlockStore } from './blocks.js';
 import { Sublevel, attrKey, blockKey, dentryKey, hex, unhex, type PreservedAttr, type PreservedEntry } from './format.js';
-import { io } from './io.js';
+import { io, readFull } from './io.js';
 import { putJson, type Op, type Store } from './store.js';
 
 interface BlockState {
@@ -180,14 +180,9 @@ export class Cow {
       const length = Math.min(todo[j - 1]! * bs + bs, snapSize) - start;
       const spare = this.takeBuffer(length);
       const buf = spare.subarray(0, length);
-      let got = 0;
       let stored: Awaited<ReturnType<BlockStore['putMany']>>;
       try {
-        while (got < length) {
-          const n = await io.read(fd, buf.subarray(got), length - got, start + got);
-          if (n === 0) break;
-          got += n;
-        }
+        const got = await readFull((b, n, p) => io.read(fd, b, n, p), buf, length, start);
         buf.fill(0, got);
         stored = await this.blocks.putMany(todo.slice(i, j).map((_, k) => buf.subarray(k * bs, Math.min(length, (k + 1) * bs))));
       } finally {

@@ -15,3 +15,17 @@ export const io = {
   fchown: (fd: number, uid: number, gid: number) => new Promise<void>((res, rej) => fs.fchown(fd, uid, gid, (e) => (e ? rej(e) : res()))),
   fchmod: (fd: number, mode: number) => new Promise<void>((res, rej) => fs.fchmod(fd, mode, (e) => (e ? rej(e) : res()))),
 };
+
+/**
+ * Reads with `read` until `len` bytes are in `buf` or the file ends (a read returns 0), for
+ * reads that may come back short. Returns how many bytes were read.
+ */
+export async function readFull(read: (buf: Buffer, len: number, pos: number) => Promise<number>, buf: Buffer, len: number, pos: number): Promise<number> {
+  let got = 0;
+  while (got < len) {
+    const n = await read(buf.subarray(got), len - got, pos + got);
+    if (n === 0) break;
+    got += n;
+  }
+  return got;
+}

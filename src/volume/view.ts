@@ -18,7 +18,7 @@ import {
   STATE_DIR, Sublevel, TypeTag, attrKey, hex, unhex,
   type NameRef, type PreservedAttr, type PreservedEntry, type SnapshotRecord,
 } from './format.js';
-import { io } from './io.js';
+import { io, readFull } from './io.js';
 import { fileTypeOf } from './scan.js';
 import type { Store } from './store.js';
 import * as sys from './sys.js';
@@ -339,14 +339,8 @@ export class SnapshotView {
     // Preserved blocks never change: when they cover the whole range, the live file is not read.
     let allPreserved = h.gen === this.ctx.cow.gen(h.fid);
     for (let b = Math.floor(pos / bs); allPreserved && b * bs < pos + len; b++) if (!h.map.has(b)) allPreserved = false;
-    let got = 0;
-    if (h.liveFd !== null && !allPreserved) {
-      while (got < len) {
-        const n = await io.read(h.liveFd, buf.subarray(got), len - got, pos + got);
-        if (n === 0) break;
-        got += n;
-      }
-    }
+    const liveFd = h.liveFd;
+    const got = liveFd !== null && !allPreserved ? await readFull((b, n, p) => io.read(liveFd, b, n, p), buf, len, pos) : 0;
     buf.fill(0, got, len);
     const gen = this.ctx.cow.gen(h.fid);
     if (gen !== h.gen) {

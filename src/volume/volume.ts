@@ -1090,11 +1090,6 @@ export class Volume {
     await Promise.all([...this.snapshotListeners].map((l) => l(names).catch(() => undefined)));
   }
 
-  /** A name for a snapshot taken at `at` that no snapshot has, reserved until it is taken. */
-  reserveSnapshotNameAt(at: Date): string {
-    return this.catalog.reserve(at);
-  }
-
   // ---------------------------------------------------------------- destinations (sources)
 
   /** Records that the replica `replicaId` now holds snapshot `base`, pinning it. */
