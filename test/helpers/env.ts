@@ -1,6 +1,6 @@
 // Shared test plumbing: unique temp directories, running the real `replfs` command,
 // mounting with guaranteed teardown, and comparing directory trees.
-import { execFile } from 'node:child_process';
+import { execFile, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
@@ -202,4 +202,41 @@ export function concurrencyGate(n: number): (fn: () => Promise<void>) => Promise
       else running--;
     }
   };
+}
+
+/** Whether process `pid` runs; a zombie still answers kill(0) but counts as dead. */
+export function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return false;
+  }
+  try {
+    return !/^State:\s+Z/m.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
+/** Resolves once `child` has exited (at once if it already has). */
+export function exited(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise((resolve) => child.once('exit', () => resolve()));
+}
+
+/** Every file under `dir`/.replfs/ with its type, size and mtime, or null when there is none. */
+export function stateOf(dir: string): Record<string, string> | null {
+  const state = path.join(dir, '.replfs');
+  if (!fs.existsSync(state)) return null;
+  const out: Record<string, string> = {};
+  const walk = (rel: string): void => {
+    for (const name of fs.readdirSync(path.join(state, rel)).sort()) {
+      const r = rel ? `${rel}/${name}` : name;
+      const st = fs.lstatSync(path.join(state, r), { bigint: true });
+      out[r] = st.isDirectory() ? 'dir' : `${st.isFile() ? 'file' : 'other'} ${st.size} ${st.mtimeNs}`;
+      if (st.isDirectory()) walk(r);
+    }
+  };
+  walk('');
+  return out;
 }

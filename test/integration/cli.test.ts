@@ -9,7 +9,7 @@ import test from '../helpers/ava.js';
 import {
   ROOT, scratch, replfs, initVolume, mountVolume, forceUnmount, describeTree, run, sh, isMounted,
   type Scratch, type RunResult, type TreeEntry,
-  concurrencyGate,
+  concurrencyGate, stateOf
 } from '../helpers/env.js';
 import { ExitCode, type ExitCodeName } from '../../src/errors/index.js';
 import { COMMANDS, mainHelp } from '../../src/cli/main.js';
@@ -44,22 +44,6 @@ function ok(t: ExecutionContext, r: RunResult): void {
   t.is(r.code, 0, `exit ${r.code}; stderr: ${r.stderr}`);
 }
 
-/** Every file under .replfs/ with its type, size and mtime, or null when there is none. */
-function stateOf(dir: string): Record<string, string> | null {
-  const state = path.join(dir, '.replfs');
-  if (!fs.existsSync(state)) return null;
-  const out: Record<string, string> = {};
-  const walk = (rel: string): void => {
-    for (const name of fs.readdirSync(path.join(state, rel)).sort()) {
-      const r = rel ? `${rel}/${name}` : name;
-      const st = fs.lstatSync(path.join(state, r), { bigint: true });
-      out[r] = st.isDirectory() ? 'dir' : `${st.isFile() ? 'file' : 'other'} ${st.size} ${st.mtimeNs}`;
-      if (st.isDirectory()) walk(r);
-    }
-  };
-  walk('');
-  return out;
-}
 
 interface Picture {
   root: { mode: number; uid: number; gid: number };

@@ -15,14 +15,14 @@
 // journaled as created and covered whole.
 //
 // Reproduce a failure with the seed it logs: REPLFS_CRASH_SEED=<seed> REPLFS_CRASH_RUNS=1.
-import { spawn, type ChildProcess } from 'node:child_process';
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import type { ExecutionContext } from 'ava';
 import test from '../helpers/ava.js';
 import {
   scratch, replfs, initVolume, mountVolume, forceUnmount, isMounted, run, rng, seedFromEnv, waitFor,
-  type Scratch,
+  type Scratch, alive, exited
 } from '../helpers/env.js';
 
 // The --json schemas are the engine's own types (docs/cli.md documents them).
@@ -168,24 +168,7 @@ async function jsonOf<T>(t: ExecutionContext, s: Scratch, args: string[]): Promi
   return JSON.parse(r.stdout) as T;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  // A zombie still answers kill(0); it is dead for our purposes.
-  try {
-    return !/^State:\s+Z/m.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-  } catch {
-    return false;
-  }
-}
 
-function exited(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => child.once('exit', () => resolve()));
-}
 
 /** A protected directory holding the pre-existing files, written before init. */
 async function prepare(t: ExecutionContext, s: Scratch, name: string): Promise<string> {

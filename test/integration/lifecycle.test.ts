@@ -6,12 +6,9 @@ import fsp from 'node:fs/promises';
 import path from 'node:path';
 import test from '../helpers/ava.js';
 import type { ExecutionContext } from 'ava';
-import { BIN, scratch, replfs, initVolume, mountVolume, forceUnmount, isMounted, run, waitFor, type Scratch } from '../helpers/env.js';
+import { BIN, scratch, replfs, initVolume, mountVolume, forceUnmount, isMounted, run, waitFor, alive, type Scratch } from '../helpers/env.js';
 import type { VolumeStatus } from '../../src/core/types.js';
 
-function alive(pid: number): boolean {
-  try { process.kill(pid, 0); return true; } catch { return false; }
-}
 
 async function status(t: ExecutionContext, s: Scratch, dir: string): Promise<VolumeStatus> {
   const r = await replfs(s, ['status', dir, '--json']);

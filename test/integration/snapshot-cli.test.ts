@@ -12,7 +12,7 @@ import test from '../helpers/ava.js';
 import {
   scratch, replfs, initVolume, mountVolume, describeTree, run, waitFor, isMounted,
   type Scratch, type RunResult, type TreeEntry,
-  concurrencyGate,
+  concurrencyGate, stateOf
 } from '../helpers/env.js';
 import { ExitCode, type ExitCodeName } from '../../src/errors/index.js';
 
@@ -97,22 +97,6 @@ async function listing(t: ExecutionContext, s: Scratch, p: string): Promise<List
 
 const names = (l: Listing) => l.snapshots.map((e) => e.name);
 
-/** Every file under .replfs/ with its type, size and mtime (to prove a command did not even open the volume). */
-function stateOf(dir: string): Record<string, string> | null {
-  const state = path.join(dir, '.replfs');
-  if (!fs.existsSync(state)) return null;
-  const out: Record<string, string> = {};
-  const walk = (rel: string): void => {
-    for (const name of fs.readdirSync(path.join(state, rel)).sort()) {
-      const r = rel ? `${rel}/${name}` : name;
-      const st = fs.lstatSync(path.join(state, r), { bigint: true });
-      out[r] = st.isDirectory() ? 'dir' : `${st.isFile() ? 'file' : 'other'} ${st.size} ${st.mtimeNs}`;
-      if (st.isDirectory()) walk(r);
-    }
-  };
-  walk('');
-  return out;
-}
 
 interface Picture {
   tree: Record<string, TreeEntry>;

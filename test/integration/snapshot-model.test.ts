@@ -23,7 +23,7 @@
 // Reproduce a failure with the seed it logs:
 //   REPLFS_SNAPSHOT_SEED=<seed> node test/run.mjs dist/test/integration/snapshot-model.test.js
 // Run longer: REPLFS_SNAPSHOT_OPS=3000 REPLFS_SNAPSHOT_COUNT=20 REPLFS_SNAPSHOT_KILLS=25.
-import { spawn, spawnSync, execFileSync, type ChildProcess } from 'node:child_process';
+import { spawn, spawnSync, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import fsp from 'node:fs/promises';
 import path from 'node:path';
@@ -31,7 +31,7 @@ import type { ExecutionContext } from 'ava';
 import test from '../helpers/ava.js';
 import {
   scratch, replfs, run, initVolume, mountVolume, hashFile, rng, seedFromEnv, waitFor, isMounted, BIN,
-  type Scratch,
+  type Scratch, alive, exited
 } from '../helpers/env.js';
 
 const OPS = Number(process.env.REPLFS_SNAPSHOT_OPS ?? 300);
@@ -936,23 +936,7 @@ for (let n = 0; ; n++) {
 }
 `;
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  try {
-    return !/^State:\s+Z/m.test(fs.readFileSync(`/proc/${pid}/status`, 'utf8'));
-  } catch {
-    return false;
-  }
-}
 
-function exited(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
-  return new Promise((resolve) => child.once('exit', () => resolve()));
-}
 
 async function daemonPid(s: Scratch, dir: string): Promise<number> {
   const st = JSON.parse(await cli(s, ['status', dir, '--json'])) as { mounted: boolean; pid: number | null };
