@@ -167,10 +167,10 @@ const sync: Action = async (volume, args, ctx) => {
   } else {
     name = ((await snapshot(volume, { quiesce: args.quiesce === true, label: null }, ctx)) as SnapshotResult).snapshot.name;
   }
-  const link = await connect(dest);
+  const link = await connect(dest, { tokenFile: str(args, 'tokenFile'), tlsCa: str(args, 'tlsCa') });
   const pool = new HashPool();
   try {
-    await greet(link.conn, VERSION);
+    await greet(link.conn, VERSION, link.token);
     const summary = await send(volume, new RemoteReceiver(link.conn), { snapshot: name, hashPool: pool });
     const base = volume.snapshotNamed(summary.snapshot);
     await volume.recordDestination(summary.replicaId, {

@@ -12,7 +12,8 @@ import { snapshot, snapshots } from './snapshot.js';
 import { prune } from './prune.js';
 import { diff } from './diff.js';
 import { restore } from './restore.js';
-import { serve, sync } from './sync.js';
+import { sync } from './sync.js';
+import { serve } from './serve.js';
 
 export const COMMANDS: Command[] = [init, mount, unmount, status, journal, snapshot, snapshots, diff, restore, prune, sync, serve, demo];
 

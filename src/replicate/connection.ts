@@ -87,6 +87,24 @@ export class Connection {
     if (!this.stream.destroyed) this.stream.end();
   }
 
+  /**
+   * Ends the writing side if it is still open and resolves once what was written has been
+   * handed on (or the stream failed, or `timeoutMs` passed): a process about to exit waits
+   * for this, or its last frame (often an `error`) may never leave.
+   */
+  async flushed(timeoutMs = 5000): Promise<void> {
+    const s = this.stream;
+    if (s.writableFinished || s.destroyed) return;
+    if (!s.writableEnded) s.end();
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(done, timeoutMs);
+      function done() { clearTimeout(timer); resolve(); }
+      s.once('finish', done);
+      s.once('close', done);
+      s.once('error', done);
+    });
+  }
+
   destroy(): void {
     this.stream.destroy();
   }

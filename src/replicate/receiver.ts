@@ -6,7 +6,7 @@
 import { constants as fsConstants } from 'node:fs';
 import { ROOT_FID, type FileId } from '../core/types.js';
 import { ReplfsError } from '../errors/index.js';
-import type { Volume } from '../volume/index.js';
+import type { OpenReport, Volume } from '../volume/index.js';
 import { readFull } from '../volume/io.js';
 import { TypeTag, type OriginNode, type ReplicaMeta } from '../volume/format.js';
 import { specOf } from '../volume/view.js';
@@ -63,7 +63,7 @@ export class Receiver implements ReceiverApi {
   /** Replica directories found to be real directories during this sync. */
   private readonly checkedDirs = new Set<string>();
 
-  constructor(private readonly replica: Volume, private readonly pool: HashPool) {}
+  constructor(private readonly replica: Volume, private readonly pool: HashPool, readonly opts: { openReport?: OpenReport } = {}) {}
 
   async begin(b: Begin): Promise<ReceiverState> {
     const meta = await this.replica.replicaMeta();

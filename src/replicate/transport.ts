@@ -10,6 +10,8 @@ import type { Destination } from './destination.js';
 
 export interface Link {
   conn: Connection;
+  /** What the sender presents in its hello (replfs:// destinations). */
+  token?: string;
   /** What the far end wrote on stderr so far (for error messages). */
   stderr(): string;
   close(): Promise<void>;
@@ -38,7 +40,15 @@ export function commandFor(dest: Destination, env: NodeJS.ProcessEnv = process.e
   throw new ReplfsError('refused', 'replfs:// destinations need `replfs serve --listen`, which this version does not have yet', 'sync to a local path or over ssh');
 }
 
-export async function connect(dest: Destination): Promise<Link> {
+/** How to reach a replfs:// destination: the token to present, and TLS. */
+export interface ConnectOptions {
+  /** A file holding the server's token (its first line). */
+  tokenFile?: string;
+  /** Speak TLS, trusting this CA (or self-signed) certificate file. */
+  tlsCa?: string;
+}
+
+export async function connect(dest: Destination, _opts: ConnectOptions = {}): Promise<Link> {
   const { file, args } = commandFor(dest);
   const child: ChildProcess = spawn(file, args, { stdio: ['pipe', 'pipe', 'pipe'] });
   let stderr = '';
