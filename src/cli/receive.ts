@@ -17,16 +17,19 @@ export interface ReceiveOptions {
   token?: string;
 }
 
-/** Answers one sync on `stream` into the replica at `root`. Resolves once it is over. */
-export async function receiveOn(root: string, stream: Duplex, opts: ReceiveOptions = {}): Promise<{ replicaSnapshot: string | null }> {
+/**
+ * Answers one sync on `stream` into the replica at `rootFor(target)`, where `target` is what
+ * the sender's hello named (null if nothing). Resolves once it is over.
+ */
+export async function receiveOn(rootFor: (target: string | null) => string, stream: Duplex, opts: ReceiveOptions = {}): Promise<{ replicaSnapshot: string | null }> {
   const conn = new Connection(stream);
   const pool = new HashPool();
   let replica: Volume | null = null;
   try {
     // The replica is opened once the sender has said hello, so that a refusal reaches it
     // as a protocol error (permanent) rather than as a broken connection.
-    return await serveReceiver(conn, async () => {
-      const opened = await openReplica(root);
+    return await serveReceiver(conn, async (target) => {
+      const opened = await openReplica(rootFor(target));
       replica = opened.volume;
       return new Receiver(opened.volume, pool, { openReport: opened.report });
     }, { software: VERSION, token: opts.token });

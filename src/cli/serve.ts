@@ -25,7 +25,7 @@ export const serve: Command = {
     // Nothing may reach stdout but protocol frames.
     console.log = console.error;
     try {
-      await receiveOn(root, Duplex.from({ readable: process.stdin, writable: process.stdout }));
+      await receiveOn(() => root, Duplex.from({ readable: process.stdin, writable: process.stdout }));
       return 0;
     } catch (err) {
       process.stderr.write(`replfs serve: ${messageOf(err)}\n`);

@@ -128,8 +128,8 @@ function peerError(frame: Frame): ConnectionError {
 }
 
 /** Sender side: says hello and returns the receiver's welcome, or throws its refusal. */
-export async function greet(conn: Connection, software: string, token?: string): Promise<Welcome> {
-  await conn.sendJson('hello', makeHello(software, token));
+export async function greet(conn: Connection, software: string, token?: string, target?: string): Promise<Welcome> {
+  await conn.sendJson('hello', makeHello(software, token, target));
   const frame = await conn.next(HANDSHAKE_TIMEOUT_MS);
   if (frame.type === 'error') throw peerError(frame);
   if (frame.type !== 'welcome') throw new ProtocolError('unknown-type', `expected welcome, got ${frame.type}`);
@@ -138,11 +138,14 @@ export async function greet(conn: Connection, software: string, token?: string):
   return { version: w.version!, software: String(w.software ?? '') };
 }
 
+/** What the receiver agreed to, and which replica the sender asked for (if it named one). */
+export type Accepted = Welcome & { target: string | null };
+
 /**
  * Receiver side: waits for the hello and answers it. Returns the agreed welcome, or sends
  * the refusal, closes, and throws it.
  */
-export async function accept(conn: Connection, opts: { software: string; token?: string; timeoutMs?: number }): Promise<Welcome> {
+export async function accept(conn: Connection, opts: { software: string; token?: string; timeoutMs?: number }): Promise<Accepted> {
   let frame: Frame;
   try {
     frame = await conn.next(opts.timeoutMs ?? HANDSHAKE_TIMEOUT_MS);
@@ -161,5 +164,6 @@ export async function accept(conn: Connection, opts: { software: string; token?:
     throw new ConnectionError(answer.error.code, answer.error.message, false);
   }
   await conn.sendJson('welcome', answer.welcome);
-  return answer.welcome;
+  const target = (body as { target?: unknown }).target;
+  return { ...answer.welcome, target: typeof target === 'string' ? target : null };
 }

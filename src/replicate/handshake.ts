@@ -11,6 +11,8 @@ export interface Hello {
   versions: number[];
   software: string;
   token?: string;
+  /** Which replica of a `serve --listen` server (the NAME of replfs://host:port/NAME). */
+  target?: string;
 }
 
 export interface Welcome {
@@ -29,8 +31,11 @@ export type HelloAnswer = { ok: true; welcome: Welcome } | { ok: false; error: W
 /** The same words for a wrong token, a missing one, or a malformed one: nothing to learn. */
 export const AUTH_FAILED: WireError = { code: 'auth', message: 'authentication failed', transient: false };
 
-export function makeHello(software: string, token?: string): Hello {
-  return { protocol: 'replfs', versions: [...PROTOCOL_VERSIONS], software, ...(token === undefined ? {} : { token }) };
+export function makeHello(software: string, token?: string, target?: string): Hello {
+  return {
+    protocol: 'replfs', versions: [...PROTOCOL_VERSIONS], software,
+    ...(token === undefined ? {} : { token }), ...(target === undefined ? {} : { target }),
+  };
 }
 
 /**
@@ -52,6 +57,9 @@ export function answerHello(body: unknown, opts: { software: string; token?: str
   if (opts.token !== undefined && !tokenMatches(opts.token, hello?.token)) return { ok: false, error: AUTH_FAILED };
   if (!hello || hello.protocol !== 'replfs') {
     return { ok: false, error: { code: 'protocol', message: 'the peer does not speak the replfs protocol', transient: false } };
+  }
+  if (hello.target !== undefined && typeof hello.target !== 'string') {
+    return { ok: false, error: { code: 'protocol', message: 'the hello names its target replica with something that is not a string', transient: false } };
   }
   const versions = Array.isArray(hello.versions) ? hello.versions.filter((v): v is number => Number.isInteger(v)) : [];
   const common = PROTOCOL_VERSIONS.filter((v) => versions.includes(v));

@@ -95,8 +95,8 @@ function decodeNeed(body: Buffer, count: number): number[] {
  * handshake to the confirmation. Any failure is sent to the sender as an `error` frame and
  * thrown; the replica's snapshots are untouched by a failed sync.
  */
-export async function serveReceiver(conn: Connection, makeReceiver: () => Promise<ReceiverApi>, opts: { software: string; token?: string }): Promise<{ replicaSnapshot: string | null }> {
-  await accept(conn, opts);
+export async function serveReceiver(conn: Connection, makeReceiver: (target: string | null) => Promise<ReceiverApi>, opts: { software: string; token?: string }): Promise<{ replicaSnapshot: string | null }> {
+  const { target } = await accept(conn, opts);
   let receiver: ReceiverApi | null = null;
   const files: FileChange[] = [];
   try {
@@ -112,7 +112,7 @@ export async function serveReceiver(conn: Connection, makeReceiver: () => Promis
       switch (frame.type) {
         case 'begin': {
           if (receiver) throw new ProtocolError('unknown-type', 'a second begin');
-          receiver = await makeReceiver();
+          receiver = await makeReceiver(target);
           await conn.sendJson('state', await receiver.begin(decodeJson(frame) as Begin));
           break;
         }
