@@ -170,7 +170,7 @@ const sync: Action = async (volume, args, ctx) => {
   const link = await connect(dest, { tokenFile: str(args, 'tokenFile'), tlsCa: str(args, 'tlsCa') });
   const pool = new HashPool();
   try {
-    await greet(link.conn, VERSION, link.token);
+    await greet(link.conn, VERSION, link.token, link.target);
     const summary = await send(volume, new RemoteReceiver(link.conn), { snapshot: name, hashPool: pool });
     const base = volume.snapshotNamed(summary.snapshot);
     await volume.recordDestination(summary.replicaId, {

@@ -10,8 +10,9 @@ import type { Destination } from './destination.js';
 
 export interface Link {
   conn: Connection;
-  /** What the sender presents in its hello (replfs:// destinations). */
+  /** What the sender presents in its hello (replfs:// destinations): the token, and the NAME. */
   token?: string;
+  target?: string;
   /** What the far end wrote on stderr so far (for error messages). */
   stderr(): string;
   close(): Promise<void>;
