@@ -9,14 +9,16 @@ import { ConnectionError, greet } from '../replicate/connection.js';
 import { parseDestination } from '../replicate/destination.js';
 import { ProtocolError } from '../replicate/frames.js';
 import { HashPool } from '../replicate/hasher.js';
-import { send } from '../replicate/sender.js';
-import { connect } from '../replicate/transport.js';
+import { send, verify, type SyncProgress } from '../replicate/sender.js';
+import { connect, type Link } from '../replicate/transport.js';
 import { RemoteReceiver } from '../replicate/wire.js';
 import { VERSION } from './version.js';
 
 export interface ActionContext {
   /** Where the volume is mounted, or null when it is not. */
   mountpoint: string | null;
+  /** Where a long action reports how far it got (a terminal's progress bar). */
+  progress?: (p: SyncProgress) => void;
 }
 
 export type Action = (volume: Volume, args: Record<string, unknown>, ctx: ActionContext) => Promise<unknown>;
@@ -117,12 +119,16 @@ const prune: Action = async (volume, args) => {
     throw err;
   }
   // A destination's base stays, whatever the rules say: its next sync starts from it.
-  const pinned = new Map((await volume.destinations()).map((d) => [d.base, d.destination]));
+  const pinned = new Map<string, string>();
+  for (const d of await volume.destinations()) {
+    pinned.set(d.base, `base of ${d.destination}`);
+    if (d.pending !== undefined) pinned.set(d.pending, `being sent to ${d.destination}`);
+  }
   for (const v of verdicts) {
-    const dest = pinned.get(v.name);
-    if (dest !== undefined) {
+    const why = pinned.get(v.name);
+    if (why !== undefined) {
       v.keep = true;
-      v.reasons.push(`base of ${dest}`);
+      v.reasons.push(why);
     }
   }
   const removed = verdicts.filter((v) => !v.keep).map((v) => v.name);
@@ -157,33 +163,94 @@ const restore: Action = async (volume, args, ctx) => {
   return volume.restore(name, from, { intoDir: to });
 };
 
+/** Reaches the destination of a sync or verify, and says hello. */
+async function reach(args: Record<string, unknown>): Promise<{ link: Link; remote: RemoteReceiver; destination: string }> {
+  const destination = str(args, 'destination') ?? '';
+  const dest = parseDestination(destination);
+  const link = await connect(dest, { tokenFile: str(args, 'tokenFile'), tlsCa: str(args, 'tlsCa') });
+  try {
+    const rate = args.bwlimit;
+    if (typeof rate === 'number' && rate > 0) link.conn.limitSendRate(rate);
+    await greet(link.conn, VERSION, link.token, link.target);
+  } catch (err) {
+    await link.close();
+    throw linkError(err, destination, link);
+  }
+  return { link, remote: new RemoteReceiver(link.conn, { compress: args.compress === true }), destination };
+}
+
+/** A failure of the connection as the user should read it: transient (exit 10) or not. */
+function linkError(err: unknown, destination: string, link: Link): unknown {
+  if (err instanceof ConnectionError || err instanceof ProtocolError) {
+    const far = link.stderr();
+    return new ReplfsError(err instanceof ConnectionError && err.transient ? 'unavailable' : 'refused',
+      `the sync to ${destination} failed: ${err.message}${far ? `; the destination said: ${far.split('\n').at(-1)}` : ''}`);
+  }
+  return err;
+}
+
 /** `replfs sync`: a new snapshot (or the one named), sent to the destination. */
 const sync: Action = async (volume, args, ctx) => {
-  const dest = parseDestination(str(args, 'destination') ?? '');
+  const dryRun = args.dryRun === true;
+  parseDestination(str(args, 'destination') ?? '');
+  let name = str(args, 'snapshot');
+  if (name !== undefined) {
+    checkSnapshotName(name);
+    volume.snapshotNamed(name);
+  } else if (dryRun) {
+    // A dry run changes nothing, not even the source: it looks at the newest snapshot.
+    name = volume.snapshots().at(-1)?.name;
+    if (name === undefined) throw new ReplfsError('refused', 'the source has no snapshot yet', 'take one with replfs snapshot, or sync without --dry-run');
+  } else {
+    name = ((await snapshot(volume, { quiesce: args.quiesce === true, label: null }, ctx)) as SnapshotResult).snapshot.name;
+  }
+  const { link, remote, destination } = await reach(args);
+  const pool = new HashPool();
+  try {
+    const summary = await send(volume, remote, {
+      snapshot: name, hashPool: pool, mode: dryRun ? 'dry-run' : 'sync', force: args.force === true,
+      wireBytes: () => remote.wireBytes, onProgress: ctx.progress,
+      // Until the destination confirms, the snapshot being sent is kept too: an interrupted sync resumes from it.
+      onStart: async (state, target) => {
+        if (dryRun || !state.base) return;
+        await volume.recordDestination(state.replicaId, {
+          destination, base: state.base.name, sourceTime: state.base.sourceTime, at: new Date().toISOString(), pending: target.name,
+        });
+      },
+    });
+    if (!dryRun) {
+      const base = volume.snapshotNamed(summary.snapshot);
+      await volume.recordDestination(summary.replicaId, { destination, base: base.name, sourceTime: base.sourceTime, at: new Date().toISOString() });
+    }
+    return summary;
+  } catch (err) {
+    throw linkError(err, destination, link);
+  } finally {
+    await pool.close();
+    await link.close();
+  }
+};
+
+/** `replfs verify`: a source snapshot against the replica's snapshot of the same source time. */
+const verifyAction: Action = async (volume, args, ctx) => {
+  const destination = str(args, 'destination') ?? '';
+  parseDestination(destination);
   let name = str(args, 'snapshot');
   if (name !== undefined) {
     checkSnapshotName(name);
     volume.snapshotNamed(name);
   } else {
-    name = ((await snapshot(volume, { quiesce: args.quiesce === true, label: null }, ctx)) as SnapshotResult).snapshot.name;
+    // What the destination last confirmed, if this source synced to it under that name; else the newest.
+    const known = (await volume.destinations()).find((d) => d.destination === destination);
+    name = known?.base ?? volume.snapshots().at(-1)?.name;
+    if (name === undefined) throw new ReplfsError('refused', 'the source has no snapshot to verify');
   }
-  const link = await connect(dest, { tokenFile: str(args, 'tokenFile'), tlsCa: str(args, 'tlsCa') });
+  const { link, remote } = await reach(args);
   const pool = new HashPool();
   try {
-    await greet(link.conn, VERSION, link.token, link.target);
-    const summary = await send(volume, new RemoteReceiver(link.conn), { snapshot: name, hashPool: pool });
-    const base = volume.snapshotNamed(summary.snapshot);
-    await volume.recordDestination(summary.replicaId, {
-      destination: str(args, 'destination')!, base: base.name, sourceTime: base.sourceTime, at: new Date().toISOString(),
-    });
-    return summary;
+    return await verify(volume, remote, { snapshot: name, hashPool: pool, wireBytes: () => remote.wireBytes, onProgress: ctx.progress });
   } catch (err) {
-    if (err instanceof ConnectionError || err instanceof ProtocolError) {
-      const far = link.stderr();
-      throw new ReplfsError(err instanceof ConnectionError && err.transient ? 'unavailable' : 'refused',
-        `the sync to ${str(args, 'destination')} failed: ${err.message}${far ? `; the destination said: ${far.split('\n').at(-1)}` : ''}`);
-    }
-    throw err;
+    throw linkError(err, destination, link);
   } finally {
     await pool.close();
     await link.close();
@@ -198,6 +265,7 @@ export const ACTIONS: Record<string, Action> = {
   'snapshot-delete': remove,
   prune,
   sync,
+  verify: verifyAction,
 };
 
 /** Whether an action changes the volume (run directly, it needs the volume open for writing). */

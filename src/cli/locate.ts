@@ -7,6 +7,7 @@ import { call } from '../control/client.js';
 import { findRecord, type DaemonRecord } from '../control/registry.js';
 import { mountState, STALE_HINT } from '../fuse/mountpoint.js';
 import { ACTIONS, WRITES } from './actions.js';
+import type { SyncProgress } from '../replicate/sender.js';
 
 export type Target =
   | { kind: 'daemon'; record: DaemonRecord }
@@ -57,12 +58,12 @@ export async function locate(p: string): Promise<Target> {
  * Runs a snapshot action on the volume at `p`: through its daemon when mounted, else on
  * the volume opened directly (for writing when the action changes it).
  */
-export async function act<T>(p: string, cmd: string, args: Record<string, unknown>, timeoutMs = 600_000): Promise<T> {
+export async function act<T>(p: string, cmd: string, args: Record<string, unknown>, opts: { timeoutMs?: number; progress?: (p: SyncProgress) => void } = {}): Promise<T> {
   const target = await locate(p);
-  if (target.kind === 'daemon') return call<T>(target.record.socket, cmd, args, timeoutMs);
+  if (target.kind === 'daemon') return call<T>(target.record.socket, cmd, args, opts.timeoutMs ?? 600_000);
   const { volume } = await Volume.open(target.root, { writable: WRITES.has(cmd) });
   try {
-    return (await ACTIONS[cmd]!(volume, args, { mountpoint: null })) as T;
+    return (await ACTIONS[cmd]!(volume, args, { mountpoint: null, progress: opts.progress })) as T;
   } finally {
     await volume.close();
   }

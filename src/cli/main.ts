@@ -14,8 +14,9 @@ import { diff } from './diff.js';
 import { restore } from './restore.js';
 import { sync } from './sync.js';
 import { serve } from './serve.js';
+import { verify } from './verify.js';
 
-export const COMMANDS: Command[] = [init, mount, unmount, status, journal, snapshot, snapshots, diff, restore, prune, sync, serve, demo];
+export const COMMANDS: Command[] = [init, mount, unmount, status, journal, snapshot, snapshots, diff, restore, prune, sync, verify, serve, demo];
 
 export function mainHelp(): string {
   const width = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;

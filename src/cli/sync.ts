@@ -1,11 +1,24 @@
 // `replfs sync`: send a snapshot to a replica.
 import path from 'node:path';
 import { ReplfsError } from '../errors/index.js';
-import { formatBytes } from '../policy/size.js';
+import { formatBytes, parseSize } from '../policy/size.js';
 import type { SyncSummary } from '../replicate/sender.js';
 import { checkSnapshotName } from './actions.js';
 import { printJson, type Command } from './command.js';
 import { act } from './locate.js';
+import { progressLine } from './progress.js';
+
+/** --bwlimit: a size per second with a unit (K, M, G), or a plain number of KiB per second as rsync reads it. */
+export function parseRate(text: string): number {
+  const plain = /^\s*\d+(\.\d+)?\s*$/.test(text);
+  const n = parseSize(text);
+  if (n === undefined || n <= 0) {
+    throw new ReplfsError('usage', `--bwlimit ${JSON.stringify(text)} is not a rate`, 'give bytes per second with a unit, as in 500K or 10M (a plain number is KiB per second)');
+  }
+  const rate = plain ? n * 1024 : n;
+  if (rate < 1024) throw new ReplfsError('usage', `--bwlimit ${JSON.stringify(text)} is below 1 KiB per second`);
+  return rate;
+}
 
 export const sync: Command = {
   name: 'sync',
@@ -13,15 +26,21 @@ export const sync: Command = {
   args: '<path> <destination>',
   description: [
     'Takes a new snapshot first (quiesced with --quiesce), or sends the one named with',
-    '--snapshot. The destination is a local directory, or [user@]host:/path and',
-    'ssh://[user@]host[:port]/path through ssh (the far side runs `replfs serve --stdio`).',
+    '--snapshot. The destination is a local directory, [user@]host:/path or',
+    'ssh://[user@]host[:port]/path through ssh (the far side runs `replfs serve --stdio`), or',
+    'replfs://host:port/NAME on a `replfs serve --listen` server.',
     'The first sync to an empty destination copies everything; later ones send the change',
     'set since the snapshot the destination last confirmed, comparing blocks by BLAKE3.',
-    'The replica keeps one snapshot per sync, dated with the source snapshot\'s time.',
+    'An interrupted sync is resumed by the next one. The replica keeps one snapshot per',
+    'sync, dated with the source snapshot\'s time.',
   ].join('\n'),
   options: {
     snapshot: { type: 'string', value: 'NAME', description: 'send this snapshot instead of taking a new one' },
     quiesce: { type: 'boolean', description: 'take the new snapshot with the quiesce hooks' },
+    'dry-run': { type: 'boolean', description: 'compare and report what would be sent; change nothing (uses the newest snapshot)' },
+    force: { type: 'boolean', description: 'sync a replica that was changed outside replfs: compare every file and undo those changes' },
+    bwlimit: { type: 'string', value: 'RATE', description: 'send at most RATE per second: 500K, 10M (a plain number is KiB/s)' },
+    compress: { type: 'boolean', description: 'compress blocks on the wire (deflate), for slow links' },
     json: { type: 'boolean', description: 'print the summary as JSON' },
     'token-file': { type: 'string', value: 'FILE', description: 'replfs:// destinations: the server\'s token, the first line of FILE' },
     'tls-ca': { type: 'string', value: 'FILE', description: 'replfs:// destinations: speak TLS, trusting the certificate(s) in FILE' },
@@ -34,18 +53,31 @@ export const sync: Command = {
       checkSnapshotName(name);
       if (values.quiesce) throw new ReplfsError('usage', '--snapshot and --quiesce do not go together: --quiesce takes a new snapshot');
     }
+    if (values['dry-run'] && values.quiesce) throw new ReplfsError('usage', '--dry-run and --quiesce do not go together: a dry run takes no snapshot');
+    const bwlimit = typeof values.bwlimit === 'string' ? parseRate(values.bwlimit) : null;
     const file = (v: unknown) => (typeof v === 'string' ? path.resolve(v) : null);
-    const res = await act<SyncSummary>(source, 'sync', {
-      destination, snapshot: name ?? null, quiesce: values.quiesce === true,
-      tokenFile: file(values['token-file']), tlsCa: file(values['tls-ca']),
-    });
+    const bar = values.json ? null : progressLine();
+    let res: SyncSummary;
+    try {
+      res = await act<SyncSummary>(source, 'sync', {
+        destination, snapshot: name ?? null, quiesce: values.quiesce === true, dryRun: values['dry-run'] === true,
+        force: values.force === true, bwlimit, compress: values.compress === true,
+        tokenFile: file(values['token-file']), tlsCa: file(values['tls-ca']),
+      }, { progress: bar ? (p) => bar.update(p) : undefined });
+    } finally {
+      bar?.done();
+    }
     if (values.json) {
       printJson(res);
+    } else if (res.dryRun) {
+      console.log(`dry run of ${res.snapshot} to ${destination}${res.base ? ` (since ${res.base})` : ' (full copy)'}: ${res.filesChanged} files changed, `
+        + `${formatBytes(res.bytesSent)} of blocks would be sent, ${res.blocksSkipped} blocks already there; nothing was changed`);
     } else if (res.replicaSnapshot === null) {
       console.log(`${destination} already has ${res.snapshot}; nothing to send`);
     } else {
-      console.log(`sent ${res.snapshot} to ${destination}${res.base ? ` (since ${res.base})` : ' (full copy)'}: ${res.filesChanged} files, `
-        + `${formatBytes(res.bytesSent)} of blocks sent, ${res.blocksSkipped} blocks already there, ${(res.durationMs / 1000).toFixed(1)} s`);
+      const how = res.kind === 'full' ? 'full copy' : res.kind === 'complete' ? 'every file compared' : `since ${res.base}`;
+      console.log(`sent ${res.snapshot} to ${destination} (${how}${res.resumed ? ', resuming an interrupted sync' : ''}): ${res.filesChanged} files, `
+        + `${formatBytes(res.bytesSent)} of blocks sent (${formatBytes(res.bytesOnWire)} on the wire), ${res.blocksSkipped} blocks already there, ${(res.durationMs / 1000).toFixed(1)} s`);
     }
     return 0;
   },

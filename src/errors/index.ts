@@ -25,6 +25,8 @@ export const ExitCode = {
   timeout: 9,
   /** A transient failure: the destination could not be reached, or the connection broke. Retrying may succeed. */
   unavailable: 10,
+  /** `replfs verify` found differences between the source and the replica. */
+  different: 11,
 } as const;
 
 export type ExitCodeName = keyof typeof ExitCode;

@@ -149,7 +149,8 @@ typedef enum {
   OP_FUTIMENS,
   OP_READDIR,
   OP_PUNCH,
-  OP_INVALIDATE
+  OP_INVALIDATE,
+  OP_SYNCFS
 } op_t;
 
 typedef struct {
@@ -344,6 +345,9 @@ static void execute(napi_env env, void *data) {
       break;
     case OP_FUTIMENS:
       rc = futimens(r->fd, r->ts);
+      break;
+    case OP_SYNCFS:
+      rc = syncfs(r->fd);
       break;
     case OP_PUNCH:
       rc = fallocate(r->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t) r->offset, (off_t) r->length);
@@ -671,6 +675,19 @@ static napi_value js_punch_hole(napi_env env, napi_callback_info info) {
   return queue(env, r);
 }
 
+/* Writes out everything cached for the filesystem holding fd (syncfs). */
+static napi_value js_syncfs(napi_env env, napi_callback_info info) {
+  GET_ARGS(1)
+  REQ_NEW(OP_SYNCFS, "syncfs")
+  ARG_I64(0, fd, "fd")
+  if (fd < 0 || fd > INT_MAX) {
+    req_free(r);
+    return reject_arg(env, "ERR_OUT_OF_RANGE", "syncfs: fd is out of range");
+  }
+  r->fd = (int) fd;
+  return queue(env, r);
+}
+
 static napi_value js_llistxattr(napi_env env, napi_callback_info info) {
   GET_ARGS(1)
   REQ_NEW(OP_LLISTXATTR, "llistxattr")
@@ -818,6 +835,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "getxattr", NULL, js_getxattr, NULL, NULL, NULL, napi_enumerable, NULL },
     { "listxattr", NULL, js_listxattr, NULL, NULL, NULL, napi_enumerable, NULL },
     { "punchHole", NULL, js_punch_hole, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "syncfs", NULL, js_syncfs, NULL, NULL, NULL, napi_enumerable, NULL },
     { "cloexecAll", NULL, js_cloexec_all, NULL, NULL, NULL, napi_enumerable, NULL },
     { "lremovexattr", NULL, js_lremovexattr, NULL, NULL, NULL, napi_enumerable, NULL },
     { "mknod", NULL, js_mknod, NULL, NULL, NULL, napi_enumerable, NULL },

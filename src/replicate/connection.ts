@@ -15,14 +15,25 @@ export class ConnectionError extends Error {
 /** How long a side waits for the other's first frame. */
 export const HANDSHAKE_TIMEOUT_MS = 15_000;
 
+export interface ConnectionOptions {
+  /** Most bytes per second this side sends (--bwlimit); unlimited when absent. */
+  sendRate?: number;
+}
+
 export class Connection {
   private readonly decoder = new FrameDecoder();
   private readonly frames: Frame[] = [];
   private waiter: { resolve: (f: Frame) => void; reject: (e: Error) => void } | null = null;
   private failure: Error | null = null;
+  /** Bytes written to and read from the stream. */
+  bytesOut = 0;
+  bytesIn = 0;
+  /** When the rate limit lets the next byte go (ms, performance.now()). */
+  private nextSend = 0;
 
-  constructor(private readonly stream: Duplex) {
+  constructor(private readonly stream: Duplex, private opts: ConnectionOptions = {}) {
     stream.on('data', (chunk: Buffer) => {
+      this.bytesIn += chunk.length;
       if (this.failure) return;
       try {
         for (const f of this.decoder.push(chunk)) this.deliver(f);
@@ -61,16 +72,53 @@ export class Connection {
   }
 
   /** Writes a frame, waiting while the stream's buffer is full. */
-  async send(frame: Buffer): Promise<void> {
+  send(frame: Buffer): Promise<void> {
+    return this.sendParts([frame]);
+  }
+
+  /**
+   * Writes one frame given in pieces (a header and a block, say), without copying them
+   * together; nothing else is written between them.
+   */
+  async sendParts(parts: Buffer[]): Promise<void> {
     if (this.failure) throw this.failure;
-    if (!this.stream.write(frame)) {
-      await new Promise<void>((resolve, reject) => {
-        const onDrain = () => { this.stream.off('close', onClose); resolve(); };
-        const onClose = () => { this.stream.off('drain', onDrain); reject(this.failure ?? new ConnectionError('closed', 'the connection closed', true)); };
-        this.stream.once('drain', onDrain);
-        this.stream.once('close', onClose);
-      });
+    const length = parts.reduce((n, p) => n + p.length, 0);
+    const rate = this.opts.sendRate;
+    if (rate) {
+      // A leaky bucket: each frame takes its share of time; a short burst (50 ms) may go at once.
+      const now = performance.now();
+      const start = Math.max(this.nextSend, now - 50);
+      this.nextSend = start + (length / rate) * 1000;
+      if (this.nextSend > now) await new Promise((r) => setTimeout(r, this.nextSend - now));
+      if (this.failure) throw this.failure;
     }
+    this.bytesOut += length;
+    let ok = true;
+    if (parts.length === 1) {
+      ok = this.stream.write(parts[0]);
+    } else {
+      this.stream.cork();
+      for (const p of parts) ok = this.stream.write(p) && ok;
+      this.stream.uncork();
+    }
+    if (!ok) await this.drained();
+  }
+
+  /** One wait for 'drain' shared by every sender that found the buffer full. */
+  private draining: Promise<void> | null = null;
+  private drained(): Promise<void> {
+    this.draining ??= new Promise<void>((resolve, reject) => {
+      const onDrain = () => { this.stream.off('close', onClose); this.draining = null; resolve(); };
+      const onClose = () => { this.stream.off('drain', onDrain); this.draining = null; reject(this.failure ?? new ConnectionError('closed', 'the connection closed', true)); };
+      this.stream.once('drain', onDrain);
+      this.stream.once('close', onClose);
+    });
+    return this.draining;
+  }
+
+  /** Sends at most `bytesPerSecond` from now on. */
+  limitSendRate(bytesPerSecond: number): void {
+    this.opts = { ...this.opts, sendRate: bytesPerSecond };
   }
 
   sendJson(type: FrameTypeName, value: unknown): Promise<void> {

@@ -23,6 +23,7 @@ export const FrameType = {
   state: 0x17,
   filesEnd: 0x18,
   applied: 0x19,
+  zblock: 0x1a,
   error: 0x7f,
 } as const;
 
@@ -61,6 +62,16 @@ export function encodeFrame(type: FrameTypeName, body: Buffer): Buffer {
   head.writeUInt32BE(body.length + 1, 0);
   head[4] = FrameType[type];
   return Buffer.concat([head, body]);
+}
+
+/** The header of a frame whose body is `head` followed by `bodyLength - head.length` more bytes. */
+export function frameHead(type: FrameTypeName, head: Buffer, bodyLength: number): Buffer {
+  if (bodyLength + 1 > MAX_FRAME) throw new ProtocolError('oversized', `a ${type} frame of ${bodyLength + 1} bytes is over the limit of ${MAX_FRAME}`);
+  const out = Buffer.allocUnsafe(5 + head.length);
+  out.writeUInt32BE(bodyLength + 1, 0);
+  out[4] = FrameType[type];
+  head.copy(out, 5);
+  return out;
 }
 
 export function encodeJson(type: FrameTypeName, value: unknown): Buffer {

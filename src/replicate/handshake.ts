@@ -24,6 +24,10 @@ export interface WireError {
   code: string;
   message: string;
   transient: boolean;
+  /** What the user might do about it. */
+  hint?: string;
+  /** The exit code the sender should end with (a name from docs/cli.md's table). */
+  exit?: string;
 }
 
 export type HelloAnswer = { ok: true; welcome: Welcome } | { ok: false; error: WireError };

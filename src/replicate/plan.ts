@@ -172,3 +172,44 @@ export function plan(input: PlanInput): Step[] {
   }
   return steps;
 }
+
+/** The paths a step reads or changes. */
+function pathsOf(s: Step): string[] {
+  return s.op === 'rename' || s.op === 'link' ? [s.from, s.to] : [s.path];
+}
+
+function ancestors(p: string): string[] {
+  const out: string[] = [];
+  for (let cut = p.lastIndexOf('/'); cut > 0; cut = p.lastIndexOf('/', cut - 1)) out.push(p.slice(0, cut));
+  return out;
+}
+
+/**
+ * Cuts a plan into batches whose steps may run in any order, or all at once: a step joins
+ * the current batch only if none of its paths is, contains, or lies inside a path of a step
+ * already there (so it neither needs nor disturbs their work). Order between batches is the
+ * plan's. A whole copy's thousands of creations in a directory become one batch.
+ */
+export function stepBatches(steps: readonly Step[]): Step[][] {
+  const out: Step[][] = [];
+  let batch: Step[] = [];
+  let touched = new Set<string>();
+  let above = new Set<string>();
+  for (const s of steps) {
+    const paths = pathsOf(s);
+    const clash = paths.some((p) => touched.has(p) || above.has(p) || ancestors(p).some((a) => touched.has(a)));
+    if (clash) {
+      out.push(batch);
+      batch = [];
+      touched = new Set();
+      above = new Set();
+    }
+    batch.push(s);
+    for (const p of paths) {
+      touched.add(p);
+      for (const a of ancestors(p)) above.add(a);
+    }
+  }
+  if (batch.length > 0) out.push(batch);
+  return out;
+}

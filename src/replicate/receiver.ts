@@ -2,20 +2,34 @@
 // volume's own operations (so the replica's earlier snapshots stay intact by copy-on-write),
 // compares blocks by BLAKE3 and writes only those that differ, then takes a replica
 // snapshot dated with the source's time that records the new base in the same write.
-// Its methods are the protocol's requests; in one process they are called directly.
+// Its methods are the protocol's requests; in one process they are called directly. Every
+// method but begin and files may be called many times at once.
+//
+// Crash safety. Names are changed under a durable log (the plan's steps and the nodes they
+// leave, Volume.logPlan): a sync that stops half way is finished, as far as names go, by
+// the next one before anything else (replay skips the steps already done, telling them by
+// inode). Data and attributes need no log: the next sync sends every file the stopped one
+// touched again, and the block compare makes what already arrived free.
 import { constants as fsConstants } from 'node:fs';
 import { ROOT_FID, type FileId } from '../core/types.js';
-import { ReplfsError } from '../errors/index.js';
+import { FsError, ReplfsError, hasCode } from '../errors/index.js';
 import type { OpenReport, Volume } from '../volume/index.js';
 import { readFull } from '../volume/io.js';
 import { TypeTag, type OriginNode, type ReplicaMeta } from '../volume/format.js';
+import { mapLimit } from '../volume/limit.js';
+import type { SnapshotView, ViewHandle } from '../volume/view.js';
 import { specOf } from '../volume/view.js';
 import { nodeTypeOf, type FileChange } from './changes.js';
 import type { HashPool } from './hasher.js';
-import { plan, type Node, type Step } from './plan.js';
+import { plan, stepBatches, type Node, type Step } from './plan.js';
 
-/** Where names are parked while a plan runs; removed again before the replica snapshot. */
-export const STAGING_DIR = '.replfs-incoming';
+/** Where names are parked while a plan runs (suffixed with the replica's id); removed again before the replica snapshot. */
+export const STAGING_PREFIX = '.replfs-incoming-';
+
+/** File operations of one sync running at once. */
+const CONCURRENCY = 32;
+/** Replica files kept open between the requests that read or write them. */
+const OPEN_FILES = 128;
 
 export interface SnapshotInfo {
   name: string;
@@ -24,10 +38,16 @@ export interface SnapshotInfo {
   consistency: 'app' | 'crash';
 }
 
+/** `sync` applies; `dry-run` compares and changes nothing; `verify` compares with the replica's snapshot of the same source time. */
+export type SyncMode = 'sync' | 'dry-run' | 'verify';
+
 export interface Begin {
   sourceVolumeId: string;
   snapshot: SnapshotInfo;
   blockSize: number;
+  mode: SyncMode;
+  /** Go on although the replica was changed outside replfs: a full compare undoes those changes. */
+  force: boolean;
 }
 
 export interface ReceiverState {
@@ -35,12 +55,33 @@ export interface ReceiverState {
   replicaId: string;
   /** The source snapshot the replica last confirmed, or null. */
   base: { name: string; sourceTime: string } | null;
+  /** A sync of this snapshot stopped half way: the files it changed must be sent again. */
+  resume: { name: string; sourceTime: string } | null;
+  /** The receiver needs every file of the snapshot, not only the changes since the base. */
+  complete: boolean;
+  /** verify: the replica snapshot compared with. */
+  snapshot?: string;
+}
+
+/** One way a replica differs from its source (verify, or a dry run's notes). */
+export interface Difference {
+  path: string;
+  what: string;
+}
+
+export interface FilesResult {
+  /** Name changes planned (a dry run) or made. */
+  steps: number;
+  /** verify: metadata differences (at most MAX_DIFFERENCES), and how many there were. */
+  differences?: Difference[];
+  total?: number;
 }
 
 /** What a sender calls; the wire protocol carries exactly these requests. */
 export interface ReceiverApi {
   begin(b: Begin): Promise<ReceiverState>;
-  files(changes: FileChange[]): Promise<void>;
+  /** The change set. `complete`: it lists every file of the snapshot, and anything else the replica has goes. */
+  files(changes: FileChange[], complete: boolean): Promise<FilesResult>;
   /**
    * Which of the blocks of the `length` bytes at `offset` (hashed in `blockSize` pieces)
    * the replica lacks. Past the replica file's end it holds zeros (a hole once the file
@@ -48,104 +89,525 @@ export interface ReceiverApi {
    */
   compare(fid: FileId, offset: number, blockSize: number, length: number, hashes: Buffer[]): Promise<number[]>;
   write(fid: FileId, offset: number, data: Buffer): Promise<void>;
-  finish(): Promise<{ replicaSnapshot: string }>;
+  finish(): Promise<{ replicaSnapshot: string | null }>;
+  /** The sync is abandoned: let go of what it holds. */
+  abort(): Promise<void>;
 }
 
+/** A plan step as logged, with the inode of the file it moves when that was known. */
+type LoggedStep = Step & { ino?: number };
+
+/** The most differences a verify reports by name. */
+export const MAX_DIFFERENCES = 1000;
+
 const typeTagOf = (n: Node): string => (n.type === 'other' ? 'p' : TypeTag[n.type]);
+const join = (dir: string, name: string) => (dir === '' ? name : `${dir}/${name}`);
+
+interface OpenFile {
+  fd: number;
+  users: number;
+}
 
 export class Receiver implements ReceiverApi {
   private started: Begin | null = null;
+  private mustBeComplete = false;
   private meta: ReplicaMeta | undefined;
   private changes: FileChange[] = [];
   private byFid = new Map<FileId, FileChange>();
   private known = new Map<FileId, OriginNode>();
-  private readonly open = new Map<FileId, number>();
+  /** Files this sync created: empty until its blocks arrive, so nothing needs reading to compare. */
+  private readonly fresh = new Set<FileId>();
+  /** Each file's size before this sync wrote to it: past it, the replica holds zeros. */
+  private readonly sizeBefore = new Map<FileId, Promise<number>>();
+  private readonly openFiles = new Map<FileId, Promise<OpenFile>>();
   /** Replica directories found to be real directories during this sync. */
   private readonly checkedDirs = new Set<string>();
+  private readonly zeroHashes = new Map<number, Promise<Buffer>>();
+  private readonly stage: string;
+  // verify
+  private view: SnapshotView | null = null;
+  private readonly viewFiles = new Map<FileId, Promise<ViewHandle | null>>();
+  private readonly verifyPaths = new Map<FileId, string>();
 
-  constructor(private readonly replica: Volume, private readonly pool: HashPool, readonly opts: { openReport?: OpenReport } = {}) {}
+  constructor(private readonly replica: Volume, private readonly pool: HashPool, readonly opts: { openReport?: OpenReport } = {}) {
+    this.stage = STAGING_PREFIX + replica.config.volumeId.slice(0, 8);
+  }
 
   async begin(b: Begin): Promise<ReceiverState> {
+    checkBegin(b);
     const meta = await this.replica.replicaMeta();
     if (meta && meta.sourceVolumeId !== b.sourceVolumeId) {
       throw new ReplfsError('refused', `the destination is a replica of another volume (${meta.sourceVolumeId})`, 'choose another destination');
     }
-    if (meta?.applying) {
-      throw new ReplfsError('refused', 'an earlier sync to this destination stopped half way, and resuming it is not supported yet',
-        'its earlier snapshots are intact; sync to a new destination');
-    }
     this.started = b;
     this.meta = meta;
-    return { replicaId: this.replica.config.volumeId, base: meta?.base ?? null };
+    const state: ReceiverState = {
+      replicaId: this.replica.config.volumeId, base: meta?.base ?? null, resume: null, complete: false,
+    };
+    if (b.mode === 'verify') {
+      const snap = this.replica.snapshots().find((s) => s.sourceTime === b.snapshot.sourceTime);
+      if (!snap || !meta) throw new ReplfsError('notFound', `the replica has no snapshot of the source's ${b.snapshot.name} (${b.snapshot.sourceTime})`, 'sync it first');
+      this.view = this.replica.view(snap.name);
+      return { ...state, snapshot: snap.name };
+    }
+    if (meta?.divergent && !b.force) {
+      const d = meta.divergent;
+      const counts = [[d.created, 'created'], [d.changed, 'changed'], [d.moved, 'moved or linked'], [d.deleted, 'deleted']]
+        .filter(([n]) => (n as number) > 0).map(([n, w]) => `${n} ${w}`).join(', ');
+      throw new ReplfsError('refused', `the replica was changed outside replfs (${counts}; e.g. ${d.examples.slice(0, 3).join(', ') || 'the root'})`,
+        'replfs verify lists the differences; replfs sync --force makes the replica equal to the source again');
+    }
+    if (meta?.pending) {
+      if (meta.pending.names === 'planned') {
+        if (b.mode !== 'sync') throw new ReplfsError('refused', 'an earlier sync stopped while changing names; a real sync finishes it first', 'run replfs sync without --dry-run');
+        await this.replay();
+      }
+      state.resume = { name: meta.pending.name, sourceTime: meta.pending.sourceTime };
+    }
+    state.complete = this.mustBeComplete = !!meta?.divergent;
+    return state;
   }
 
-  async files(changes: FileChange[]): Promise<void> {
+  async files(changes: FileChange[], complete: boolean): Promise<FilesResult> {
     const b = this.need();
-    for (const c of changes) checkChange(c);
-    this.changes = changes;
+    for (const c of changes) checkChange(c, b.mode === 'verify');
     this.byFid = new Map(changes.map((c) => [c.fid, c]));
     if (this.byFid.size !== changes.length) throw new ReplfsError('refused', 'the change set names a file twice');
-    this.known = await this.loadOrigins(changes);
+    if (b.mode === 'verify') return this.verifyNames(changes);
+    if (this.mustBeComplete && !complete) throw new ReplfsError('refused', 'the replica asked for every file of the snapshot and got only changes');
+    if (complete) {
+      this.known = await this.replica.allOrigins();
+      if (b.mode === 'sync') await this.repair();
+      // Files the replica has and the snapshot does not: deleted.
+      for (const fid of this.known.keys()) {
+        if (!this.byFid.has(fid)) {
+          const gone: FileChange = { fid, node: null, attr: null, extents: [] };
+          changes.push(gone);
+          this.byFid.set(fid, gone);
+        }
+      }
+    } else {
+      this.known = await this.loadOrigins(changes);
+    }
+    this.changes = changes;
     // Planned (and so checked) before anything changes: a refused change set leaves the
     // replica as it was, ready for the next sync.
-    const steps = plan({ current: (fid) => this.current(fid), changes: new Map(changes.map((c) => [c.fid, c.node])), stage: STAGING_DIR });
-    await this.replica.setReplicaMeta({ sourceVolumeId: b.sourceVolumeId, base: this.meta?.base ?? null, applying: true });
-    const me = { uid: this.replica.myUid, gid: this.replica.myGid, pid: process.pid };
-    await this.replica.mkdir(`/${STAGING_DIR}`, 0o700, me).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'EEXIST') throw err; });
-    for (const step of steps) await this.apply(step, me);
-    await this.replica.rmdir(`/${STAGING_DIR}`);
+    const steps = plan({ current: (fid) => this.current(fid), changes: new Map(changes.map((c) => [c.fid, c.node])), stage: this.stage });
+    for (const c of changes) if (c.node && !this.current(c.fid)) this.fresh.add(c.fid);
+    if (b.mode === 'dry-run') return { steps: steps.length };
+    const logged: LoggedStep[] = [];
+    for (const s of steps) {
+      const from = s.op === 'rename' || s.op === 'link' ? s.from : s.op === 'create' ? null : s.path;
+      const st = from !== null && !from.startsWith(`${this.stage}/`) ? await this.replica.lstatRel(from) : null;
+      logged.push(st ? { ...s, ino: Number(st.ino) } : s);
+    }
+    const nodes: Array<[FileId, OriginNode | null]> = changes.map((c) => [c.fid,
+      c.node ? { t: typeTagOf(c.node), n: c.node.names.map(([parent, n]) => [parent, n] as [FileId, string]) } : null]);
+    const pendingMeta: ReplicaMeta = {
+      sourceVolumeId: b.sourceVolumeId, base: this.meta?.base ?? null,
+      pending: { name: b.snapshot.name, sourceTime: b.snapshot.sourceTime, names: 'planned' },
+      ...(this.meta?.divergent ? { divergent: this.meta.divergent } : {}),
+    };
+    await this.replica.logPlan(pendingMeta, logged, nodes);
+    await this.runPlan(logged, false);
+    this.meta = { ...pendingMeta, pending: { ...pendingMeta.pending!, names: 'applied' } };
+    await this.replica.commitPlan(this.meta);
+    this.checkedDirs.clear();
+    return { steps: steps.length };
   }
 
   async compare(fid: FileId, offset: number, blockSize: number, length: number, hashes: Buffer[]): Promise<number[]> {
-    if (Math.ceil(length / blockSize) !== hashes.length) throw new ReplfsError('refused', 'the hashes do not cover the range');
+    const b = this.need();
+    if (blockSize !== b.blockSize || Math.ceil(length / blockSize) !== hashes.length) throw new ReplfsError('refused', 'the hashes do not cover the range');
     this.checkRange(fid, offset, length);
-    const fd = await this.fdOf(fid);
-    const mine = Buffer.allocUnsafeSlow(length);
-    const have = await readFull((b, n, p) => this.replica.read(fd, b, n, p), mine, length, offset);
-    mine.fill(0, have);
-    const ours = (await this.pool.hash(mine, blockSize)).hashes;
+    let ours: Buffer[];
+    if (b.mode === 'verify') {
+      ours = await this.hashView(fid, offset, length, blockSize);
+    } else if (this.fresh.has(fid) || offset >= await this.sizeOf(fid)) {
+      ours = await this.zeros(length, blockSize);
+    } else {
+      ours = await this.withFile(fid, async (fd) => {
+        const mine = Buffer.allocUnsafeSlow(length);
+        const have = await readFull((buf, n, p) => this.replica.read(fd, buf, n, p), mine, length, offset);
+        mine.fill(0, have);
+        return (await this.pool.hash(mine, blockSize)).hashes;
+      });
+    }
     const needed: number[] = [];
-    for (let i = 0; i < hashes.length; i++) if (!ours[i] || !ours[i]!.equals(hashes[i]!)) needed.push(i);
-    return needed;
+    for (let i = 0; i < hashes.length; i++) if (!ours[i]!.equals(hashes[i]!)) needed.push(i);
+    if (b.mode !== 'sync' || needed.length === 0) return needed;
+    // Zeros are written here, and a block the replica's store already holds (an older
+    // version somewhere) is copied from there: neither crosses the wire.
+    const zero = await this.zeros(length, blockSize);
+    const found = await this.replica.blocks.has(needed.map((i) => hashes[i]!));
+    const missing: number[] = [];
+    for (let k = 0; k < needed.length; k++) {
+      const i = needed[k]!;
+      const at = offset + i * blockSize;
+      const len = Math.min(blockSize, length - i * blockSize);
+      if (hashes[i]!.equals(zero[i]!)) {
+        await this.write(fid, at, Buffer.alloc(len));
+        continue;
+      }
+      if (!found[k]) { missing.push(i); continue; }
+      try {
+        const data = await this.replica.blocks.get(hashes[i]!);
+        if (data.length !== len) { missing.push(i); continue; }
+        await this.write(fid, at, data);
+      } catch {
+        missing.push(i);
+      }
+    }
+    return missing;
   }
 
   async write(fid: FileId, offset: number, data: Buffer): Promise<void> {
+    if (this.need().mode !== 'sync') throw new ReplfsError('refused', 'blocks sent to a dry run or a verify');
     this.checkRange(fid, offset, data.length);
-    const fd = await this.fdOf(fid);
-    for (let done = 0; done < data.length;) done += await this.replica.write(fd, data.subarray(done), data.length - done, offset + done);
+    await this.withFile(fid, async (fd) => {
+      for (let done = 0; done < data.length;) done += await this.replica.write(fd, data.subarray(done), data.length - done, offset + done);
+    });
   }
 
-  async finish(): Promise<{ replicaSnapshot: string }> {
+  async finish(): Promise<{ replicaSnapshot: string | null }> {
     const b = this.need();
-    for (const [, fd] of this.open) await this.replica.release(fd);
-    this.open.clear();
+    await this.abort();
+    if (b.mode !== 'sync') return { replicaSnapshot: null };
     // Sizes and attributes: files first, then directories deepest first (their times last).
     const kept = this.changes.filter((c) => c.node && c.attr);
     const depth = (c: FileChange) => (c.fid === ROOT_FID ? 0 : this.pathOf(c.fid).split('/').length);
-    kept.sort((x, y) => Number(x.node!.type === 'dir') - Number(y.node!.type === 'dir') || depth(y) - depth(x));
-    for (const c of kept) {
-      const rel = this.pathOf(c.fid);
-      if (c.node!.type === 'file') await this.replica.truncate(`/${rel}`, c.attr!.size);
-      await this.applyAttrs(c, rel);
+    await mapLimit(kept.filter((c) => c.node!.type !== 'dir'), CONCURRENCY, (c) => this.applyAttrs(c));
+    const dirs = kept.filter((c) => c.node!.type === 'dir').map((c) => ({ c, d: depth(c) }));
+    for (const level of [...new Set(dirs.map((x) => x.d))].sort((x, y) => y - x)) {
+      await mapLimit(dirs.filter((x) => x.d === level), CONCURRENCY, (x) => this.applyAttrs(x.c));
     }
-    const origin: Array<[FileId, OriginNode | null]> = this.changes.map((c) => [c.fid,
-      c.node ? { t: typeTagOf(c.node), n: c.node.names.map(([parent, n]) => [parent, n] as [FileId, string]) } : null]);
-    const meta: ReplicaMeta = { sourceVolumeId: b.sourceVolumeId, base: { name: b.snapshot.name, sourceTime: b.snapshot.sourceTime }, applying: false };
+    // The replica confirms only what is on disk: the source may drop its base once it has.
+    await this.replica.syncData();
+    const meta: ReplicaMeta = { sourceVolumeId: b.sourceVolumeId, base: { name: b.snapshot.name, sourceTime: b.snapshot.sourceTime }, pending: null };
     const rec = await this.replica.snapshot({
       name: this.replica.reserveSnapshotName(new Date(b.snapshot.sourceTime)),
       sourceTime: b.snapshot.sourceTime, label: b.snapshot.label, consistency: b.snapshot.consistency,
-      extraOps: [...this.replica.originOps(origin), this.replica.replicaMetaOp(meta)],
+      extraOps: [this.replica.replicaMetaOp(meta)],
     });
     return { replicaSnapshot: rec.name };
   }
 
+  async abort(): Promise<void> {
+    const open = [...this.openFiles.values()];
+    this.openFiles.clear();
+    for (const f of open) {
+      const file = await f.catch(() => null);
+      if (file) await this.replica.release(file.fd).catch(() => undefined);
+    }
+    const views = [...this.viewFiles.values()];
+    this.viewFiles.clear();
+    for (const v of views) {
+      const h = await v.catch(() => null);
+      if (h) this.view?.release(h);
+    }
+  }
+
+  // ---------------------------------------------------------------- names
+
+  /** Runs plan steps batch by batch; `replaying` skips the ones an earlier run already made. */
+  private async runPlan(steps: LoggedStep[], replaying: boolean): Promise<void> {
+    const me = { uid: this.replica.myUid, gid: this.replica.myGid, pid: process.pid };
+    await this.replica.mkdir(`/${this.stage}`, 0o700, me).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'EEXIST') throw err; });
+    for (const batch of stepBatches(steps)) await mapLimit(batch, CONCURRENCY, (s) => this.apply(s as LoggedStep, me, replaying));
+    await this.replica.rmdir(`/${this.stage}`);
+  }
+
+  /** Finishes the names of a sync that stopped while changing them, then records them as made. */
+  private async replay(): Promise<void> {
+    const steps = await this.replica.loggedPlan<LoggedStep>();
+    await this.runPlan(steps, true);
+    this.meta = { ...this.meta!, pending: { ...this.meta!.pending!, names: 'applied' } };
+    await this.replica.commitPlan(this.meta);
+    this.checkedDirs.clear();
+  }
+
+  private async inoAt(rel: string): Promise<number | null> {
+    const st = await this.replica.lstatRel(rel);
+    return st ? Number(st.ino) : null;
+  }
+
+  private async apply(s: LoggedStep, me: { uid: number; gid: number; pid: number }, replaying: boolean): Promise<void> {
+    const r = this.replica;
+    const type = this.byFid.get(s.fid)?.node?.type ?? this.current(s.fid)?.type ?? (s.op === 'rmdir' ? 'dir' : undefined);
+    if (replaying) {
+      // Done already if the file is no longer where the step takes it from (renames,
+      // removals), or the name it makes is there (links, creations).
+      if (s.op === 'rename' || s.op === 'unlink' || s.op === 'rmdir') {
+        const at = await this.inoAt(s.op === 'rename' ? s.from : s.path);
+        if (at === null || (s.ino !== undefined && at !== s.ino)) return;
+      } else if (s.op === 'link') {
+        if (await this.inoAt(s.to) !== null) return;
+      } else if (await this.replica.lstatRel(s.path)) {
+        await this.checkPath(s.path, s.type);
+        return;
+      }
+    }
+    if (s.op === 'rename' || s.op === 'link') {
+      await this.checkPath(s.from, s.from.startsWith(`${this.stage}/`) ? undefined : type);
+      await this.checkPath(s.to);
+      // Plans only ever move names to free places: something there was put outside replfs.
+      if (await r.lstatRel(s.to)) throw outsideChange(`${s.to} exists`);
+    } else if (s.op === 'create') {
+      await this.checkPath(s.path);
+    } else {
+      await this.checkPath(s.path, s.op === 'rmdir' ? 'dir' : undefined);
+    }
+    switch (s.op) {
+      case 'rename': return r.rename(`/${s.from}`, `/${s.to}`);
+      case 'link': return r.link(`/${s.from}`, `/${s.to}`);
+      case 'unlink': return r.unlink(`/${s.path}`);
+      case 'rmdir': return r.rmdir(`/${s.path}`);
+      case 'create': {
+        const c = this.byFid.get(s.fid);
+        const p = `/${s.path}`;
+        if (s.type === 'dir') return r.mkdir(p, 0o700, me);
+        if (s.type === 'symlink') return r.symlink(c?.target ?? '', p, me);
+        if (s.type === 'file') return r.release(await r.create(p, 0o600, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, me));
+        return r.mknod(p, c?.attr?.mode ?? 0o10600, c?.attr?.rdev ?? 0, me);
+      }
+    }
+  }
+
+  /**
+   * Before a complete change set is applied over a replica changed outside replfs: names
+   * the records give that are missing or hold something else are forgotten (the plan then
+   * makes them again), and whatever the records do not name is removed.
+   */
+  private async repair(): Promise<void> {
+    const children = new Map<FileId, Array<[FileId, string]>>();
+    for (const [fid, node] of this.known) {
+      for (const [parent, name] of node.n) {
+        let list = children.get(parent);
+        if (!list) children.set(parent, list = []);
+        list.push([fid, name]);
+      }
+    }
+    const valid = new Map<FileId, Array<[FileId, string]>>();
+    const firstIno = new Map<FileId, number>();
+    const expected = new Set<string>(['']);
+    const queue: Array<[FileId, string]> = [[ROOT_FID, '']];
+    while (queue.length > 0) {
+      const [dir, dirPath] = queue.shift()!;
+      for (const [fid, name] of children.get(dir) ?? []) {
+        const rel = join(dirPath, name);
+        const st = await this.replica.lstatRel(rel);
+        const want = nodeTypeOf(this.known.get(fid)!.t);
+        const kind = !st ? null : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : st.isFile() ? 'file' : 'other';
+        if (!st || kind !== want) continue;
+        const ino = Number(st.ino);
+        if (firstIno.has(fid) ? firstIno.get(fid) !== ino : false) continue;
+        firstIno.set(fid, ino);
+        let names = valid.get(fid);
+        if (!names) valid.set(fid, names = []);
+        names.push([dir, name]);
+        expected.add(rel);
+        if (want === 'dir' && names.length === 1) queue.push([fid, rel]);
+      }
+    }
+    for (const [fid, node] of this.known) node.n = valid.get(fid) ?? [];
+    await this.removeStrays('', expected);
+  }
+
+  /** Removes, through the volume, every name below `rel` that `expected` does not hold. */
+  private async removeStrays(rel: string, expected: Set<string>): Promise<void> {
+    for (const e of await this.replica.readdir(rel === '' ? '/' : `/${rel}`)) {
+      const child = join(rel, e.name);
+      if (rel === '' && e.name.startsWith(STAGING_PREFIX)) { await this.removeTree(child); continue; }
+      if (!expected.has(child)) await this.removeTree(child);
+      else if (e.type === 4) await this.removeStrays(child, expected);
+    }
+  }
+
+  private async removeTree(rel: string): Promise<void> {
+    const st = await this.replica.lstatRel(rel);
+    if (!st) return;
+    if (st.isDirectory()) {
+      for (const e of await this.replica.readdir(`/${rel}`)) await this.removeTree(join(rel, e.name));
+      await this.replica.rmdir(`/${rel}`);
+    } else {
+      await this.replica.unlink(`/${rel}`);
+    }
+  }
+
+  // ---------------------------------------------------------------- data
+
   /** Data may only land inside the file's new size. */
   private checkRange(fid: FileId, offset: number, length: number): void {
-    const size = this.byFid.get(fid)?.attr?.size;
+    const c = this.byFid.get(fid);
+    const size = c?.node?.type === 'file' ? c.attr?.size : undefined;
     if (size === undefined || !Number.isSafeInteger(offset) || offset < 0 || offset + length > size) {
       throw new ReplfsError('refused', `the sender wrote outside file ${fid}`);
     }
   }
+
+  private zeros(length: number, blockSize: number): Promise<Buffer[]> {
+    const full = Math.floor(length / blockSize);
+    const rest = length - full * blockSize;
+    const hashOf = (n: number) => {
+      let h = this.zeroHashes.get(n);
+      if (!h) this.zeroHashes.set(n, h = this.pool.hash(Buffer.alloc(n), n).then((r) => r.hashes[0]!));
+      return h;
+    };
+    return Promise.all([...Array(full).fill(0).map(() => hashOf(blockSize)), ...(rest > 0 ? [hashOf(rest)] : [])]);
+  }
+
+  /** The replica file's size when this sync first looked (what a compare past it finds is zeros). */
+  private sizeOf(fid: FileId): Promise<number> {
+    let size = this.sizeBefore.get(fid);
+    if (!size) {
+      size = (async () => {
+        const rel = this.dataPathOf(fid);
+        await this.checkPath(rel, 'file');
+        const st = await this.replica.lstatRel(rel);
+        if (!st) throw outsideChange(`${rel} is missing`);
+        return Number(st.size);
+      })();
+      this.sizeBefore.set(fid, size);
+    }
+    return size;
+  }
+
+  /** Runs `work` with the replica file open for reading and writing. */
+  private async withFile<T>(fid: FileId, work: (fd: number) => Promise<T>): Promise<T> {
+    let entry = this.openFiles.get(fid);
+    if (!entry) {
+      entry = this.openFile(fid);
+      this.openFiles.set(fid, entry);
+      entry.catch(() => this.openFiles.delete(fid));
+    } else {
+      // Most recently used last.
+      this.openFiles.delete(fid);
+      this.openFiles.set(fid, entry);
+    }
+    const file = await entry;
+    file.users++;
+    try {
+      return await work(file.fd);
+    } finally {
+      file.users--;
+      void this.closeIdle();
+    }
+  }
+
+  private async openFile(fid: FileId): Promise<OpenFile> {
+    await this.sizeOf(fid);
+    const rel = this.dataPathOf(fid);
+    const fd = await this.replica.open(`/${rel}`, this.need().mode === 'sync' ? fsConstants.O_RDWR : fsConstants.O_RDONLY);
+    const st = await this.replica.fgetattr(`/${rel}`, fd);
+    const names = this.byFid.get(fid)?.node?.names.length ?? 1;
+    if (st.nlink > names) {
+      await this.replica.release(fd);
+      throw outsideChange(`${rel} has ${st.nlink} links, more than the ${names} replfs made`);
+    }
+    return { fd, users: 0 };
+  }
+
+  private async closeIdle(): Promise<void> {
+    if (this.openFiles.size <= OPEN_FILES) return;
+    for (const [fid, entry] of this.openFiles) {
+      if (this.openFiles.size <= OPEN_FILES) break;
+      const file = await entry.catch(() => null);
+      if (!file || file.users > 0 || this.openFiles.get(fid) !== entry) continue;
+      this.openFiles.delete(fid);
+      await this.replica.release(file.fd).catch(() => undefined);
+    }
+  }
+
+  // ---------------------------------------------------------------- attributes
+
+  private async applyAttrs(c: FileChange): Promise<void> {
+    const rel = c.fid === ROOT_FID ? '' : this.pathOf(c.fid);
+    const type = c.node!.type;
+    // The directories on the way (the file itself is checked by setAttributes, with no extra lstat).
+    await this.checkPath(rel);
+    const a = c.attr!;
+    try {
+      await this.replica.setAttributes(rel === '' ? '/' : `/${rel}`, {
+        type, ...(type === 'file' ? { size: a.size } : {}),
+        uid: a.uid, gid: a.gid, mode: a.mode, atime: specOf(a.atime), mtime: specOf(a.mtime),
+        xattrs: (c.xattrs ?? []).map(([name, value]) => [name, Buffer.from(value, 'base64')]),
+        ...(type === 'file' ? { expectLinks: c.node!.names.length } : {}),
+      });
+    } catch (err) {
+      if (err instanceof FsError && (err.code === 'EMLINK' || err.code === 'EEXIST')) throw outsideChange(err.message);
+      if (hasCode(err, 'ENOENT')) throw outsideChange(`${rel} is missing`);
+      throw err;
+    }
+  }
+
+  // ---------------------------------------------------------------- verify
+
+  /** verify: the source's names, types and attributes against the replica snapshot's. */
+  private async verifyNames(changes: FileChange[]): Promise<FilesResult> {
+    const view = this.view!;
+    const out: Difference[] = [];
+    let total = 0;
+    const note = (path: string, what: string) => { total++; if (out.length < MAX_DIFFERENCES) out.push({ path: path || '/', what }); };
+    const sourcePaths = new Set<string>();
+    await mapLimit(changes, CONCURRENCY, async (c) => {
+      if (!c.node || !c.attr) return;
+      const paths = c.paths ?? [];
+      let firstFid: FileId | null = null;
+      for (const p of paths) {
+        sourcePaths.add(p);
+        let found: { fid: FileId; t: string };
+        try {
+          found = await view.resolve(p);
+        } catch (err) {
+          if (hasCode(err, 'ENOENT', 'ENOTDIR')) { note(p, 'missing'); continue; }
+          throw err;
+        }
+        if (found.t !== typeTagOf(c.node)) { note(p, 'type'); continue; }
+        if (firstFid === null) {
+          firstFid = found.fid;
+          if (c.node.type === 'file') this.verifyPaths.set(c.fid, p);
+          const a = await view.attrOf(found.fid);
+          const s = c.attr;
+          if (c.node.type !== 'symlink' && (a.mode & 0o7777) !== (s.mode & 0o7777)) note(p, 'mode');
+          if (a.uid !== s.uid || a.gid !== s.gid) note(p, 'owner');
+          if (c.node.type === 'file' && a.size !== s.size) note(p, 'size');
+          if (a.mtime !== s.mtime) note(p, 'mtime');
+          if (c.node.type === 'symlink' && a.l !== c.target) note(p, 'target');
+          if (JSON.stringify(a.x ?? []) !== JSON.stringify(c.xattrs ?? [])) note(p, 'xattrs');
+        } else if (found.fid !== firstFid) {
+          note(p, 'links');
+        }
+      }
+    });
+    const d = this.meta?.divergent;
+    if (d) note('', `the replica's live tree was changed outside replfs (${d.created + d.changed + d.moved + d.deleted} files; e.g. ${d.examples.slice(0, 3).join(', ') || 'the root'}); sync --force repairs it`);
+    // What the replica has and the source does not.
+    const walk = async (rel: string, fid: FileId): Promise<void> => {
+      for (const child of await view.childrenOf(fid)) {
+        const p = join(rel, child.name);
+        if (!sourcePaths.has(p)) note(p, 'extra');
+        else if (child.t === TypeTag.dir) await walk(p, child.fid);
+      }
+    };
+    await walk('', ROOT_FID);
+    return { steps: 0, differences: out, total };
+  }
+
+  private async hashView(fid: FileId, offset: number, length: number, blockSize: number): Promise<Buffer[]> {
+    let h = this.viewFiles.get(fid);
+    if (!h) {
+      const p = this.verifyPaths.get(fid);
+      h = p === undefined ? Promise.resolve(null) : this.view!.open(p).catch(() => null);
+      this.viewFiles.set(fid, h);
+    }
+    const handle = await h;
+    const mine = Buffer.allocUnsafeSlow(length);
+    const have = handle ? await this.view!.read(handle, mine, length, offset) : 0;
+    mine.fill(0, have);
+    return (await this.pool.hash(mine, blockSize)).hashes;
+  }
+
+  // ---------------------------------------------------------------- bookkeeping
 
   private need(): Begin {
     if (!this.started) throw new ReplfsError('internal', 'the sync has not begun');
@@ -164,21 +626,19 @@ export class Receiver implements ReceiverApi {
     const node = this.byFid.has(fid) ? this.byFid.get(fid)!.node ?? undefined : this.current(fid);
     const first = node?.names[0];
     if (!first || depth > 4096) throw new ReplfsError('internal', `no path for source file ${fid}`);
-    const up = this.pathOf(first[0], depth + 1);
-    return up === '' ? first[1] : `${up}/${first[1]}`;
+    return join(this.pathOf(first[0], depth + 1), first[1]);
   }
 
-  private async fdOf(fid: FileId): Promise<number> {
-    let fd = this.open.get(fid);
-    if (fd === undefined) {
-      const c = this.byFid.get(fid);
-      if (!c || c.node?.type !== 'file') throw new ReplfsError('internal', `source file ${fid} is not a regular file of this change set`);
-      const rel = this.pathOf(fid);
-      await this.checkPath(rel, 'file');
-      fd = await this.replica.open(`/${rel}`, fsConstants.O_RDWR);
-      this.open.set(fid, fd);
-    }
-    return fd;
+  /** Where a file's data is: where the plan puts it, or where it is now in a dry run (which makes no plan). */
+  private dataPathOf(fid: FileId): string {
+    if (this.need().mode !== 'dry-run') return this.pathOf(fid);
+    const walk = (f: FileId, depth: number): string => {
+      if (f === ROOT_FID) return '';
+      const first = this.current(f)?.names[0];
+      if (!first || depth > 4096) throw new ReplfsError('internal', `no path for source file ${f}`);
+      return join(walk(first[0], depth + 1), first[1]);
+    };
+    return walk(fid, 0);
   }
 
   /** The origin records of every changed file and of every directory above their names. */
@@ -207,68 +667,41 @@ export class Receiver implements ReceiverApi {
     const parts = rel === '' ? [] : rel.split('/');
     let cur = '';
     for (let i = 0; i < parts.length; i++) {
-      cur = cur === '' ? parts[i]! : `${cur}/${parts[i]}`;
+      cur = join(cur, parts[i]!);
       const last = i === parts.length - 1;
       if (!last && this.checkedDirs.has(cur)) continue;
       if (last && expect === undefined) return;
       const st = await this.replica.lstatRel(cur);
       const kind = !st ? 'missing' : st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : st.isFile() ? 'file' : 'other';
       const want = last ? expect! : 'dir';
-      if (kind !== want) {
-        throw new ReplfsError('refused', `the replica was changed outside replfs: ${cur} is ${kind === 'missing' ? 'missing' : `a ${kind}`}, not a ${want}`,
-          'a replica must only be changed by replfs sync');
-      }
+      if (kind !== want) throw outsideChange(`${cur} is ${kind === 'missing' ? 'missing' : `a ${kind}`}, not a ${want}`);
       if (!last) this.checkedDirs.add(cur);
     }
   }
+}
 
-  private async apply(s: Step, me: { uid: number; gid: number; pid: number }): Promise<void> {
-    const r = this.replica;
-    const type = this.byFid.get(s.fid)?.node?.type ?? (s.op === 'rmdir' ? 'dir' : undefined);
-    if (s.op === 'rename' || s.op === 'link') {
-      await this.checkPath(s.from, s.from.startsWith(`${STAGING_DIR}/`) ? undefined : type);
-      await this.checkPath(s.to);
-    } else if (s.op === 'create') {
-      await this.checkPath(s.path);
-    } else {
-      await this.checkPath(s.path, s.op === 'rmdir' ? 'dir' : undefined);
-    }
-    switch (s.op) {
-      case 'rename': return r.rename(`/${s.from}`, `/${s.to}`);
-      case 'link': return r.link(`/${s.from}`, `/${s.to}`);
-      case 'unlink': return r.unlink(`/${s.path}`);
-      case 'rmdir': return r.rmdir(`/${s.path}`);
-      case 'create': {
-        const c = this.byFid.get(s.fid)!;
-        const p = `/${s.path}`;
-        if (s.type === 'dir') return r.mkdir(p, 0o700, me);
-        if (s.type === 'symlink') return r.symlink(c.target ?? '', p, me);
-        if (s.type === 'file') return r.release(await r.create(p, 0o600, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, me));
-        return r.mknod(p, c.attr!.mode, c.attr!.rdev, me);
-      }
-    }
-  }
-
-  private async applyAttrs(c: FileChange, rel: string): Promise<void> {
-    const r = this.replica;
-    await this.checkPath(rel, c.node!.type === 'other' ? undefined : c.node!.type);
-    const p = rel === '' ? '/' : `/${rel}`;
-    const a = c.attr!;
-    await r.chown(p, a.uid, a.gid);
-    if (c.node!.type !== 'symlink') await r.chmod(p, a.mode & 0o7777);
-    const wanted = new Map(c.xattrs ?? []);
-    for (const name of await r.listxattr(p)) if (!wanted.has(name)) await r.removexattr(p, name);
-    for (const [name, value] of wanted) await r.setxattr(p, name, Buffer.from(value, 'base64'), 0);
-    await r.utimens(p, specOf(a.atime), specOf(a.mtime));
-  }
+function outsideChange(what: string): ReplfsError {
+  return new ReplfsError('refused', `the replica was changed outside replfs: ${what}`,
+    'replfs verify lists the differences; replfs sync --force makes the replica equal to the source again');
 }
 
 const isId = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) > 0;
 const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
 const isNs = (v: unknown): v is string => typeof v === 'string' && /^-?\d{1,30}$/.test(v);
 
+function checkBegin(b: Begin): void {
+  const bad = (why: string) => new ReplfsError('refused', `a malformed begin from the sender: ${why}`);
+  if (typeof b !== 'object' || b === null) throw bad('not an object');
+  if (typeof b.sourceVolumeId !== 'string' || !/^[A-Za-z0-9-]{1,64}$/.test(b.sourceVolumeId)) throw bad('no valid source volume id');
+  const s = b.snapshot as Partial<SnapshotInfo> | undefined;
+  if (!s || typeof s.name !== 'string' || typeof s.sourceTime !== 'string' || Number.isNaN(Date.parse(s.sourceTime))) throw bad('no valid snapshot');
+  if (!Number.isInteger(b.blockSize) || b.blockSize < 4096 || b.blockSize > 1 << 20 || (b.blockSize & (b.blockSize - 1)) !== 0) throw bad('a block size that is not a power of two from 4K to 1M');
+  if (!['sync', 'dry-run', 'verify'].includes(b.mode)) throw bad(`an unknown mode ${JSON.stringify(b.mode)}`);
+  if (typeof b.force !== 'boolean') throw bad('force is not a boolean');
+}
+
 /** A change from the wire, checked for shape before anything trusts it. */
-function checkChange(c: FileChange): void {
+function checkChange(c: FileChange, withPaths: boolean): void {
   const bad = (why: string) => new ReplfsError('refused', `a malformed change from the sender (file ${String((c as { fid?: unknown }).fid)}): ${why}`);
   if (typeof c !== 'object' || c === null || !isId(c.fid)) throw bad('no valid file id');
   if (c.node !== null) {
@@ -286,4 +719,7 @@ function checkChange(c: FileChange): void {
     throw bad('malformed xattrs');
   }
   if (!Array.isArray(c.extents) || !c.extents.every((e) => isCount(e?.offset) && isCount(e?.length))) throw bad('malformed extents');
+  if (withPaths && c.node !== null) {
+    if (!Array.isArray(c.paths) || !c.paths.every((p) => typeof p === 'string' && !p.includes('\0') && !p.split('/').some((x) => x === '..' || x === '.'))) throw bad('malformed paths');
+  }
 }

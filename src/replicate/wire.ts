@@ -1,93 +1,214 @@
 // The sync's requests over a connection (docs/protocol.md, section 4): RemoteReceiver is
 // the sender's handle on a receiver at the other end; serveReceiver answers those frames
-// with a local Receiver. Blocks are streamed without answers; every other request waits
-// for its answer, and an `error` frame from either side ends the sync.
+// with a local Receiver. Compare requests carry an id and are answered in any order, so a
+// sender keeps many in flight; blocks are streamed without answers; every other request
+// waits for its answer, and an `error` frame from either side ends the sync.
+import { promisify } from 'node:util';
+import zlib from 'node:zlib';
 import type { FileId } from '../core/types.js';
-import { ReplfsError, messageOf } from '../errors/index.js';
+import { ReplfsError, hasCode, messageOf, type ExitCodeName } from '../errors/index.js';
 import type { FileChange } from './changes.js';
 import { Connection, ConnectionError, accept } from './connection.js';
-import { ProtocolError, decodeJson, encodeFrame, type Frame, type FrameTypeName } from './frames.js';
-import type { Begin, ReceiverApi, ReceiverState } from './receiver.js';
+import { ProtocolError, decodeJson, encodeFrame, frameHead, type Frame, type FrameTypeName } from './frames.js';
+import type { Begin, FilesResult, ReceiverApi, ReceiverState } from './receiver.js';
 
 /** Most hashes in one `hashes` frame (a 1 MiB range of 4 KiB blocks). */
-const MAX_HASHES = 256;
+export const MAX_HASHES = 256;
+/** Requests a receiver works on at once; beyond that it reads no more frames until one is done. */
+const RECEIVER_WINDOW = 64;
+const HASHES_HEAD = 32;
+
+const deflate = promisify(zlib.deflateRaw);
+const inflate = promisify(zlib.inflateRaw);
+
+interface Waiter<T> {
+  resolve: (v: T) => void;
+  reject: (e: Error) => void;
+}
 
 export class RemoteReceiver implements ReceiverApi {
-  constructor(private readonly conn: Connection) {}
+  private readonly needs = new Map<number, Waiter<number[]> & { count: number }>();
+  private answer: (Waiter<Frame> & { type: FrameTypeName }) | null = null;
+  private failure: Error | null = null;
+  private nextId = 1;
+
+  constructor(private readonly conn: Connection, private readonly opts: { compress?: boolean } = {}) {
+    void this.read();
+  }
+
+  /** Bytes this connection carried, both ways. */
+  get wireBytes(): number {
+    return this.conn.bytesIn + this.conn.bytesOut;
+  }
 
   async begin(b: Begin): Promise<ReceiverState> {
     await this.conn.sendJson('begin', b);
-    const state = (await this.answer('state')) as Partial<ReceiverState>;
+    const state = decodeJson(await this.expect('state')) as Partial<ReceiverState>;
     if (typeof state.replicaId !== 'string' || !/^[A-Za-z0-9-]{1,64}$/.test(state.replicaId)) {
       throw new ProtocolError('bad-json', 'the receiver named no valid replica id');
     }
-    return { replicaId: state.replicaId, base: state.base ?? null };
+    return {
+      replicaId: state.replicaId, base: state.base ?? null, resume: state.resume ?? null, complete: state.complete === true,
+      ...(typeof state.snapshot === 'string' ? { snapshot: state.snapshot } : {}),
+    };
   }
 
-  async files(changes: FileChange[]): Promise<void> {
+  async files(changes: FileChange[], complete: boolean): Promise<FilesResult> {
     for (const c of changes) await this.conn.sendJson('file', c);
-    await this.conn.sendJson('filesEnd', { count: changes.length });
-    await this.answer('applied');
+    await this.conn.sendJson('filesEnd', { count: changes.length, complete });
+    const r = decodeJson(await this.expect('applied')) as Partial<FilesResult>;
+    return { steps: Number(r.steps ?? 0), ...(Array.isArray(r.differences) ? { differences: r.differences, total: Number(r.total ?? r.differences.length) } : {}) };
   }
 
   async compare(fid: FileId, offset: number, blockSize: number, length: number, hashes: Buffer[]): Promise<number[]> {
-    const needed: number[] = [];
+    const parts: Promise<number[]>[] = [];
     for (let at = 0; at < hashes.length; at += MAX_HASHES) {
       const part = hashes.slice(at, at + MAX_HASHES);
-      const head = Buffer.alloc(28);
-      head.writeBigUInt64BE(BigInt(fid), 0);
-      head.writeBigUInt64BE(BigInt(offset + at * blockSize), 8);
-      head.writeUInt32BE(blockSize, 16);
-      head.writeUInt32BE(part.length, 20);
-      head.writeUInt32BE(Math.min(length - at * blockSize, part.length * blockSize), 24);
+      const id = this.nextId++;
+      const head = Buffer.alloc(HASHES_HEAD);
+      head.writeUInt32BE(id, 0);
+      head.writeBigUInt64BE(BigInt(fid), 4);
+      head.writeBigUInt64BE(BigInt(offset + at * blockSize), 12);
+      head.writeUInt32BE(blockSize, 20);
+      head.writeUInt32BE(part.length, 24);
+      head.writeUInt32BE(Math.min(length - at * blockSize, part.length * blockSize), 28);
+      const answered = new Promise<number[]>((resolve, reject) => {
+        if (this.failure) reject(this.failure);
+        else this.needs.set(id, { resolve, reject, count: part.length });
+      });
+      answered.catch(() => undefined);
       await this.conn.send(encodeFrame('hashes', Buffer.concat([head, ...part])));
-      const frame = await this.next('need');
-      for (const i of decodeNeed(frame.body, part.length)) needed.push(at + i);
+      parts.push(answered.then((idx) => idx.map((i) => at + i)));
     }
-    return needed;
+    return (await Promise.all(parts)).flat();
   }
 
   async write(fid: FileId, offset: number, data: Buffer): Promise<void> {
+    if (this.opts.compress) {
+      const packed = await deflate(data, { level: 1 });
+      if (packed.length < data.length * 0.9) {
+        const head = Buffer.alloc(20);
+        head.writeBigUInt64BE(BigInt(fid), 0);
+        head.writeBigUInt64BE(BigInt(offset), 8);
+        head.writeUInt32BE(data.length, 16);
+        await this.conn.sendParts([frameHead('zblock', head, head.length + packed.length), packed]);
+        return;
+      }
+    }
     const head = Buffer.alloc(16);
     head.writeBigUInt64BE(BigInt(fid), 0);
     head.writeBigUInt64BE(BigInt(offset), 8);
-    await this.conn.send(encodeFrame('block', Buffer.concat([head, data])));
+    await this.conn.sendParts([frameHead('block', head, head.length + data.length), data]);
   }
 
-  async finish(): Promise<{ replicaSnapshot: string }> {
+  async finish(): Promise<{ replicaSnapshot: string | null }> {
     await this.conn.sendJson('end', {});
-    return (await this.answer('confirmed')) as { replicaSnapshot: string };
+    const done = decodeJson(await this.expect('confirmed')) as { replicaSnapshot?: unknown };
+    return { replicaSnapshot: typeof done.replicaSnapshot === 'string' ? done.replicaSnapshot : null };
   }
 
-  private async next(type: FrameTypeName): Promise<Frame> {
-    const frame = await this.conn.next();
-    if (frame.type === 'error') throw remoteError(frame);
-    if (frame.type !== type) throw new ProtocolError('unknown-type', `expected ${type} from the receiver, got ${frame.type}`);
-    return frame;
+  async abort(): Promise<void> {
+    this.conn.destroy();
   }
 
-  private async answer(type: FrameTypeName): Promise<unknown> {
-    return decodeJson(await this.next(type));
+  private expect(type: FrameTypeName): Promise<Frame> {
+    if (this.failure) return Promise.reject(this.failure);
+    return new Promise<Frame>((resolve, reject) => { this.answer = { resolve, reject, type }; });
+  }
+
+  /** Reads every frame the receiver sends and hands it to whoever waits for it. */
+  private async read(): Promise<void> {
+    try {
+      for (;;) {
+        const frame = await this.conn.next();
+        if (frame.type === 'error') throw remoteError(frame);
+        if (frame.type === 'need') {
+          const b = frame.body;
+          if (b.length < 8) throw new ProtocolError('truncated', 'a need frame without its id and count');
+          const id = b.readUInt32BE(0);
+          const waiter = this.needs.get(id);
+          if (!waiter) throw new ProtocolError('bad-json', `a need frame answers request ${id}, which is not open`);
+          this.needs.delete(id);
+          waiter.resolve(decodeNeed(b, waiter.count));
+          continue;
+        }
+        const answer = this.answer;
+        if (!answer || answer.type !== frame.type) throw new ProtocolError('unknown-type', `a ${frame.type} frame from the receiver out of place`);
+        this.answer = null;
+        answer.resolve(frame);
+      }
+    } catch (err) {
+      this.fail(err as Error);
+    }
+  }
+
+  private fail(err: Error): void {
+    if (this.failure) return;
+    this.failure = err;
+    this.answer?.reject(err);
+    this.answer = null;
+    for (const w of this.needs.values()) w.reject(err);
+    this.needs.clear();
   }
 }
 
 function remoteError(frame: Frame): ReplfsError {
-  const body = decodeJson(frame) as { code?: unknown; message?: unknown; transient?: unknown };
+  const body = decodeJson(frame) as { code?: unknown; message?: unknown; transient?: unknown; hint?: unknown; exit?: unknown };
   const message = `the destination refused: ${String(body.message ?? 'no reason given')}`;
-  return new ReplfsError(body.transient === true ? 'unavailable' : 'refused', message);
+  const exit = body.transient === true ? 'unavailable'
+    : typeof body.exit === 'string' && ['refused', 'notFound', 'busy', 'damaged', 'permission'].includes(body.exit) ? body.exit as ExitCodeName : 'refused';
+  return new ReplfsError(exit, message, typeof body.hint === 'string' ? body.hint : undefined);
 }
 
 function decodeNeed(body: Buffer, count: number): number[] {
-  if (body.length < 4) throw new ProtocolError('truncated', 'a need frame without its count');
-  const n = body.readUInt32BE(0);
-  if (body.length !== 4 + 4 * n || n > count) throw new ProtocolError('bad-json', 'a malformed need frame');
+  const n = body.readUInt32BE(4);
+  if (body.length !== 8 + 4 * n || n > count) throw new ProtocolError('bad-json', 'a malformed need frame');
   const out: number[] = [];
   for (let i = 0; i < n; i++) {
-    const v = body.readUInt32BE(4 + 4 * i);
+    const v = body.readUInt32BE(8 + 4 * i);
     if (v >= count) throw new ProtocolError('bad-json', 'a need frame names a block that was not offered');
     out.push(v);
   }
   return out;
+}
+
+/** The fields of a `hashes` frame, checked. */
+function decodeHashes(b: Buffer): { id: number; fid: number; offset: number; blockSize: number; length: number; hashes: Buffer[] } {
+  if (b.length < HASHES_HEAD) throw new ProtocolError('truncated', 'a short hashes frame');
+  const blockSize = b.readUInt32BE(20);
+  const count = b.readUInt32BE(24);
+  const length = b.readUInt32BE(28);
+  if (count === 0 || count > MAX_HASHES || b.length !== HASHES_HEAD + 32 * count || blockSize === 0 || blockSize > 16 << 20 || Math.ceil(length / blockSize) !== count) {
+    throw new ProtocolError('bad-json', 'a malformed hashes frame');
+  }
+  const hashes: Buffer[] = [];
+  for (let i = 0; i < count; i++) hashes.push(b.subarray(HASHES_HEAD + 32 * i, HASHES_HEAD + 32 * (i + 1)));
+  return { id: b.readUInt32BE(0), fid: safeU64(b, 4), offset: safeU64(b, 12), blockSize, length, hashes };
+}
+
+function safeU64(b: Buffer, at: number): number {
+  const v = b.readBigUInt64BE(at);
+  if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new ProtocolError('bad-json', 'a number beyond 2^53 in a binary frame');
+  return Number(v);
+}
+
+async function decodeBlock(frame: Frame): Promise<{ fid: number; offset: number; data: Buffer }> {
+  const b = frame.body;
+  if (frame.type === 'block') {
+    if (b.length < 16) throw new ProtocolError('truncated', 'a short block frame');
+    return { fid: safeU64(b, 0), offset: safeU64(b, 8), data: b.subarray(16) };
+  }
+  if (b.length < 20) throw new ProtocolError('truncated', 'a short zblock frame');
+  const raw = b.readUInt32BE(16);
+  if (raw === 0 || raw > 1 << 20) throw new ProtocolError('bad-json', 'a zblock frame of an impossible size');
+  let data: Buffer;
+  try {
+    data = await inflate(b.subarray(20), { maxOutputLength: raw });
+  } catch {
+    throw new ProtocolError('bad-json', 'a zblock frame that does not inflate to its size');
+  }
+  if (data.length !== raw) throw new ProtocolError('bad-json', 'a zblock frame that does not inflate to its size');
+  return { fid: safeU64(b, 0), offset: safeU64(b, 8), data };
 }
 
 /**
@@ -95,59 +216,87 @@ function decodeNeed(body: Buffer, count: number): number[] {
  * handshake to the confirmation. Any failure is sent to the sender as an `error` frame and
  * thrown; the replica's snapshots are untouched by a failed sync.
  */
-export async function serveReceiver(conn: Connection, makeReceiver: (target: string | null) => Promise<ReceiverApi>, opts: { software: string; token?: string }): Promise<{ replicaSnapshot: string | null }> {
+export async function serveReceiver(
+  conn: Connection,
+  makeReceiver: (target: string | null, begin: Begin) => Promise<ReceiverApi>,
+  opts: { software: string; token?: string },
+): Promise<{ replicaSnapshot: string | null }> {
   const { target } = await accept(conn, opts);
   let receiver: ReceiverApi | null = null;
   const files: FileChange[] = [];
+  let filesDone = false;
+  // Compare and write requests under way, and the first of them to fail.
+  const running = new Set<Promise<void>>();
+  let failed: Error | null = null;
+  const start = (work: () => Promise<void>) => {
+    const p = work().catch((err: Error) => { failed ??= err; }).finally(() => running.delete(p));
+    running.add(p);
+  };
+  const check = () => { if (failed) throw failed; };
   try {
     for (;;) {
+      check();
+      while (running.size >= RECEIVER_WINDOW) { await Promise.race(running); check(); }
       let frame: Frame;
       try {
         frame = await conn.next();
       } catch (err) {
         // The sender hung up after `begin` with nothing to send: the destination was current.
-        if (err instanceof ConnectionError && err.code === 'closed' && files.length === 0) return { replicaSnapshot: null };
+        if (err instanceof ConnectionError && err.code === 'closed' && files.length === 0 && !filesDone) {
+          await receiver?.abort();
+          return { replicaSnapshot: null };
+        }
         throw err;
       }
       switch (frame.type) {
         case 'begin': {
           if (receiver) throw new ProtocolError('unknown-type', 'a second begin');
-          receiver = await makeReceiver(target);
-          await conn.sendJson('state', await receiver.begin(decodeJson(frame) as Begin));
+          const begin = decodeJson(frame) as Begin;
+          receiver = await makeReceiver(target, begin);
+          await conn.sendJson('state', await receiver.begin(begin));
           break;
         }
         case 'file':
+          if (filesDone) throw new ProtocolError('unknown-type', 'a file after filesEnd');
+          need(receiver);
           files.push(decodeJson(frame) as FileChange);
           break;
-        case 'filesEnd':
-          await need(receiver).files(files);
-          await conn.sendJson('applied', {});
-          break;
-        case 'hashes': {
-          const b = frame.body;
-          if (b.length < 28) throw new ProtocolError('truncated', 'a short hashes frame');
-          const blockSize = b.readUInt32BE(16);
-          const count = b.readUInt32BE(20);
-          const length = b.readUInt32BE(24);
-          if (count > MAX_HASHES || b.length !== 28 + 32 * count || blockSize === 0 || blockSize > 16 << 20 || Math.ceil(length / blockSize) !== count) {
-            throw new ProtocolError('bad-json', 'a malformed hashes frame');
-          }
-          const hashes: Buffer[] = [];
-          for (let i = 0; i < count; i++) hashes.push(b.subarray(28 + 32 * i, 60 + 32 * i));
-          const needed = await need(receiver).compare(Number(b.readBigUInt64BE(0)), Number(b.readBigUInt64BE(8)), blockSize, length, hashes);
-          const out = Buffer.alloc(4 + 4 * needed.length);
-          out.writeUInt32BE(needed.length, 0);
-          needed.forEach((v, i) => out.writeUInt32BE(v, 4 + 4 * i));
-          await conn.send(encodeFrame('need', out));
+        case 'filesEnd': {
+          if (filesDone) throw new ProtocolError('unknown-type', 'a second filesEnd');
+          const end = decodeJson(frame) as { count?: unknown; complete?: unknown };
+          if (end.count !== files.length) throw new ProtocolError('bad-json', `filesEnd counts ${String(end.count)} files, ${files.length} came`);
+          filesDone = true;
+          await conn.sendJson('applied', await need(receiver).files(files, end.complete === true));
           break;
         }
-        case 'block': {
-          const b = frame.body;
-          if (b.length < 16) throw new ProtocolError('truncated', 'a short block frame');
-          await need(receiver).write(Number(b.readBigUInt64BE(0)), Number(b.readBigUInt64BE(8)), b.subarray(16));
+        case 'hashes': {
+          if (!filesDone) throw new ProtocolError('unknown-type', 'hashes before filesEnd');
+          const h = decodeHashes(frame.body);
+          const r = need(receiver);
+          start(async () => {
+            const needed = await r.compare(h.fid, h.offset, h.blockSize, h.length, h.hashes);
+            const out = Buffer.alloc(8 + 4 * needed.length);
+            out.writeUInt32BE(h.id, 0);
+            out.writeUInt32BE(needed.length, 4);
+            needed.forEach((v, i) => out.writeUInt32BE(v, 8 + 4 * i));
+            await conn.send(encodeFrame('need', out));
+          });
+          break;
+        }
+        case 'block':
+        case 'zblock': {
+          if (!filesDone) throw new ProtocolError('unknown-type', 'a block before filesEnd');
+          const r = need(receiver);
+          start(async () => {
+            const blk = await decodeBlock(frame);
+            await r.write(blk.fid, blk.offset, blk.data);
+          });
           break;
         }
         case 'end': {
+          if (!filesDone) throw new ProtocolError('unknown-type', 'end before filesEnd');
+          while (running.size > 0) await Promise.race(running);
+          check();
           const done = await need(receiver).finish();
           await conn.sendJson('confirmed', done);
           conn.close();
@@ -160,9 +309,17 @@ export async function serveReceiver(conn: Connection, makeReceiver: (target: str
       }
     }
   } catch (err) {
-    const transient = err instanceof ConnectionError ? err.transient : false;
-    conn.sendError({ code: err instanceof ProtocolError ? 'protocol' : 'refused', message: messageOf(err), transient });
-    throw err;
+    await Promise.allSettled(running);
+    await receiver?.abort().catch(() => undefined);
+    // A full disk may clear up: the sender is told it may try again later.
+    const full = hasCode(err, 'ENOSPC', 'EDQUOT');
+    const transient = full || (err instanceof ConnectionError ? err.transient : err instanceof ReplfsError ? err.exit === 'unavailable' : false);
+    const message = full ? `the destination is out of space (${messageOf(err)}); its earlier snapshots are intact` : messageOf(err);
+    conn.sendError({
+      code: err instanceof ProtocolError ? 'protocol' : full ? 'space' : 'refused', message, transient,
+      ...(err instanceof ReplfsError ? { exit: err.exit, ...(err.hint ? { hint: err.hint } : {}) } : {}),
+    });
+    throw full ? new ReplfsError('unavailable', message) : err;
   }
 }
 

@@ -201,6 +201,17 @@ export class BlockStore {
     if (this.locs.size > KNOWN_LIMIT) this.locs.delete(this.locs.keys().next().value!);
   }
 
+  /** Whether blocks with these hashes are stored (zero blocks never are). */
+  async has(hashes: Buffer[]): Promise<boolean[]> {
+    // No pack was ever made: nothing to look up.
+    if (this.nextPack === 0 && this.current < 0) return hashes.map(() => false);
+    const hexes = hashes.map((h) => h.toString('hex'));
+    const ask = [...new Set(hexes.filter((hex) => !this.locs.has(hex) && !this.known.has(hex)))];
+    const raw = ask.length > 0 ? await this.store.getMany(Sublevel.hashes, ask) : [];
+    const found = new Set(ask.filter((_, i) => raw[i] !== undefined));
+    return hexes.map((hex) => this.locs.has(hex) || this.known.has(hex) || found.has(hex));
+  }
+
   /** Reads a block by hash and checks it against the hash. */
   async get(hash: Buffer): Promise<Buffer> {
     return (await this.getMany([hash]))[0]!;

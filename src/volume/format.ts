@@ -64,6 +64,10 @@ export const Sublevel = {
   hashes: 'k',
   /** replicas only: source fid -> OriginNode, the source's names as last applied */
   origin: 'o',
+  /** replicas only, while a sync applies names: step index -> LoggedStep */
+  planSteps: 'x',
+  /** replicas only, while a sync applies names: source fid -> OriginNode (or null), as the sync leaves them */
+  pendingOrigin: 'y',
 } as const;
 
 export const MetaKey = {
@@ -85,6 +89,8 @@ export interface DestinationRecord {
   sourceTime: string;
   /** When that sync ended. */
   at: string;
+  /** A snapshot a sync began sending and has not confirmed: kept too, so an interrupted sync can resume from it. */
+  pending?: string;
 }
 
 /** origin/<source fid> (replicas): the source file's type tag and names, in source ids. */
@@ -98,8 +104,29 @@ export interface ReplicaMeta {
   sourceVolumeId: string;
   /** The source's snapshot name and time of the newest confirmed sync, or null before the first. */
   base: { name: string; sourceTime: string } | null;
-  /** Set when a sync starts changing the live tree, cleared when it is confirmed. */
-  applying: boolean;
+  /** A sync that began changing the live tree and has not been confirmed (it was interrupted, or is running). */
+  pending: PendingSync | null;
+  /** Changes made to the replica outside replfs, found when it was opened; a `--force` sync clears it. */
+  divergent?: Divergence;
+}
+
+export interface PendingSync {
+  /** The source snapshot being applied. */
+  name: string;
+  sourceTime: string;
+  /** `planned`: its name changes are logged (planSteps, pendingOrigin) and may be half done; `applied`: they are done. */
+  names: 'planned' | 'applied';
+}
+
+export interface Divergence {
+  /** When it was found. */
+  at: string;
+  created: number;
+  changed: number;
+  moved: number;
+  deleted: number;
+  /** A few of the paths involved. */
+  examples: string[];
 }
 
 /** `session` meta value: `open` while a process has the volume open for writing. */

@@ -1,5 +1,5 @@
 // The engine's public surface, for the layers above it.
-export { Volume, toAttr, type Caller, type InitResult, type OpenReport, type GcReport, type SnapshotOptions } from './volume.js';
+export { Volume, toAttr, type Caller, type InitResult, type OpenReport, type GcReport, type SnapshotOptions, type WantedAttributes } from './volume.js';
 export type { Attr, DirEntry, StatFs, TimeSpec, JournalReport, JournalFile, VolumeStatus, FileId } from '../core/types.js';
 export {
   FORMAT_VERSION, STATE_DIR, CONTROL_SOCKET, DAEMON_LOG, DEFAULT_BLOCK_SIZE, MIN_BLOCK_SIZE, MAX_BLOCK_SIZE, SNAPSHOT_DIR,

@@ -98,7 +98,11 @@ export interface ReconcileResult {
   changed: number;
   moved: number;
   deleted: number;
+  /** A few of the paths found changed (at most EXAMPLES). */
+  examples: string[];
 }
+
+const EXAMPLES = 10;
 
 /**
  * Compares the tree with the recorded files and journals every difference: new inodes
@@ -113,11 +117,14 @@ export async function reconcile(
   /** Called before a leftover `.fuse_hidden` file is removed, with the id it had. */
   beforeRemove?: (rel: string, fid: FileId) => Promise<void>,
 ): Promise<ReconcileResult> {
-  const result: ReconcileResult = { ops: [], created: 0, changed: 0, moved: 0, deleted: 0 };
+  const result: ReconcileResult = { ops: [], created: 0, changed: 0, moved: 0, deleted: 0, examples: [] };
   const ops = result.ops;
+  const example = (rel: string | undefined) => {
+    if (rel !== undefined && result.examples.length < EXAMPLES && !result.examples.includes(rel)) result.examples.push(rel);
+  };
   const byIno = new Map<number, FileId>();
   for (const [fid, rec] of recorded) if (!rec.gone && fid !== ROOT_FID) byIno.set(rec.ino, fid);
-  const seen = new Map<FileId, { st: BigIntStats; names: NameRef[] }>();
+  const seen = new Map<FileId, { st: BigIntStats; names: NameRef[]; rel: string }>();
   const leftovers: Array<[string, FileId | undefined]> = [];
 
   await walk(backing, new Set([STATE_DIR]), ({ rel, parent, name, st }) => {
@@ -135,10 +142,11 @@ export async function reconcile(
       recorded.set(fid, { ...recordFromStat(st, []), names: [] });
       ops.push(...journal.mark(fid, ChangeKind.created | ChangeKind.data, { unknown: 'created-offline' }));
       result.created++;
+      example(rel);
     }
     const s = seen.get(fid);
     if (s) s.names.push([parent, name]);
-    else seen.set(fid, { st, names: [[parent, name]] });
+    else seen.set(fid, { st, names: [[parent, name]], rel });
     return fid;
   });
 
@@ -169,6 +177,7 @@ export async function reconcile(
       for (const ref of rec.names) entryChanged(ref, ChangeKind.deleted);
       ops.push(files.put(fid, { ...rec, gone: true, died: journal.epoch }));
       result.deleted++;
+      example(rec.names[0] && files.pathOfName(rec.names[0]));
       continue;
     }
     const fresh = recordFromStat(now.st, now.names);
@@ -182,6 +191,7 @@ export async function reconcile(
         : added.length > removed.length ? ChangeKind.linked : ChangeKind.unlinked;
       ops.push(...journal.mark(fid, kinds));
       result.moved++;
+      example(now.rel);
     }
     if (!isNew && (fresh.size !== rec.size || fresh.mtime !== rec.mtime || fresh.ctime !== rec.ctime)) {
       if (rec.t === TypeTag.dir) {
@@ -189,6 +199,7 @@ export async function reconcile(
       } else {
         ops.push(...journal.mark(fid, ChangeKind.data | ChangeKind.attributes, { unknown: 'offline-change' }));
         result.changed++;
+        example(now.rel);
       }
     }
     if (isNew || added.length || removed.length || fresh.size !== rec.size || fresh.mtime !== rec.mtime || fresh.ctime !== rec.ctime) {

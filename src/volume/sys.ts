@@ -32,6 +32,7 @@ interface NativeBinding {
   getxattr(path: string, name: string): Promise<Buffer>;
   listxattr(path: string): Promise<string[]>;
   punchHole(fd: number, offset: number, length: number): Promise<void>;
+  syncfs(fd: number): Promise<void>;
   cloexecAll(): number;
   mknod(path: string, mode: number, dev: number): Promise<void>;
   utimensat(
@@ -154,6 +155,11 @@ export function listxattr(path: string): Promise<string[]> {
 /** Frees the disk space of a byte range, keeping the size (fallocate FALLOC_FL_PUNCH_HOLE). */
 export function punchHole(fd: number, offset: number, length: number): Promise<void> {
   return native.punchHole(fd, offset, length);
+}
+
+/** Writes out everything the kernel holds for the filesystem of `fd` (syncfs(2)). */
+export function syncfs(fd: number): Promise<void> {
+  return native.syncfs(fd);
 }
 
 /**

@@ -31,6 +31,13 @@ export interface ViewContext {
   backing: Backing;
   blockSize: number;
   farmPath(fid: FileId): string;
+  /**
+   * True when nothing of `fid` (attributes, names, blocks, entries of a directory) has
+   * changed since the snapshot with `epoch`: then nothing of it is preserved for that
+   * snapshot and its live value is the snapshot's. Asked after reading the live value, so
+   * a change made meanwhile is seen (a change is journaled before it is made).
+   */
+  quiet(epoch: number, fid: FileId): boolean;
 }
 
 const NS = 1_000_000_000n;
@@ -100,7 +107,8 @@ export interface ViewHandle {
   size: number;
   liveFd: number | null;
   gen: number;
-  map: Map<number, Buffer>;
+  /** Preserved blocks of the file for this snapshot; null until a read needs them. */
+  map: Map<number, Buffer> | null;
 }
 
 export class SnapshotView {
@@ -108,6 +116,10 @@ export class SnapshotView {
   private readonly attrs = new Map<FileId, PreservedAttr>();
 
   constructor(private readonly ctx: ViewContext, readonly snap: SnapshotRecord) {}
+
+  private quiet(fid: FileId): boolean {
+    return this.ctx.quiet(this.snap.epoch, fid);
+  }
 
   private visible(fid: FileId): boolean {
     return fid !== 0 && fid < this.snap.nextFid;
@@ -152,6 +164,7 @@ export class SnapshotView {
         if (!hasCode(err, 'ENOENT') && !hasCode(err, 'ENOTDIR')) throw err;
       }
     }
+    if (this.quiet(dir) && dirRel !== undefined) return live && this.visible(live.fid) ? live : null;
     const prefix = `${hex(dir)}!${name}\0`;
     let found: Found | null = live;
     for await (const [, value] of store.entries(Sublevel.dentries, { gte: prefix + hex(this.snap.epoch), lt: `${hex(dir)}!${name}\x01` })) {
@@ -185,7 +198,7 @@ export class SnapshotView {
     if (cached) return cached;
     const live = await this.live(fid);
     const liveAttr = live ? await captureAttr(live.st, live.abs, false) : null;
-    const value = (await this.preservedAttr(fid)) ?? liveAttr;
+    const value = liveAttr && this.quiet(fid) ? liveAttr : (await this.preservedAttr(fid)) ?? liveAttr;
     if (!value) throw new FsError('EIO', `file ${fid} of snapshot ${this.snap.name} has neither a preserved nor a live version`);
     this.remember(this.attrs, fid, value);
     return value;
@@ -211,16 +224,17 @@ export class SnapshotView {
   /** The file's names as of the snapshot ([parent id, name] pairs). */
   async namesOf(fid: FileId): Promise<NameRef[]> {
     if (fid === ROOT_FID) return [];
+    const live = (await this.ctx.files.get(fid))?.names;
+    if (live && this.quiet(fid)) return live;
     const pres = await this.preservedAttr(fid);
-    return pres?.n ?? (await this.ctx.files.get(fid))?.names ?? [];
+    return pres?.n ?? live ?? [];
   }
 
   /** The file's paths as of the snapshot, from preserved names, without walking the tree. */
   async pathsOf(fid: FileId, depth = 0): Promise<string[]> {
     if (fid === ROOT_FID) return [''];
     if (depth > 4096) return [];
-    const pres = await this.preservedAttr(fid);
-    const names = pres?.n ?? (await this.ctx.files.get(fid))?.names ?? [];
+    const names = await this.namesOf(fid);
     const out: string[] = [];
     for (const [parent, name] of names) {
       const up = await this.pathsOf(parent, depth + 1);
@@ -263,6 +277,9 @@ export class SnapshotView {
       } catch (err) {
         if (!hasCode(err, 'ENOENT') && !hasCode(err, 'ENOTDIR')) throw err;
       }
+    }
+    if (dirRel !== undefined && this.quiet(dir.fid)) {
+      return [...merged].filter(([, f]) => f && this.visible(f.fid)).map(([name, f]) => ({ name, fid: f!.fid, t: f!.t }));
     }
     const prefix = `${hex(dir.fid)}!`;
     const decided = new Set<string>();
@@ -307,18 +324,19 @@ export class SnapshotView {
   async open(rel: string): Promise<ViewHandle> {
     const { fid, t } = await this.resolve(rel);
     if (t === TypeTag.dir) throw new FsError('EISDIR');
+    return this.openFid(fid, t);
+  }
+
+  /** Opens a file of the snapshot by id (one the snapshot has: see has()). */
+  async openFid(fid: FileId, t?: string): Promise<ViewHandle> {
     const a = await this.attrOf(fid);
+    t ??= a.t;
+    if (t === TypeTag.dir) throw new FsError('EISDIR');
     const live = await this.live(fid);
     let liveFd: number | null = null;
     if (live && t === TypeTag.file) liveFd = await io.open(live.abs, fsc.O_RDONLY | fsc.O_NOFOLLOW);
-    const h: ViewHandle = { fid, size: a.size, liveFd, gen: this.ctx.cow.gen(fid), map: new Map() };
-    try {
-      h.map = await this.blockMap(fid);
-    } catch (err) {
-      if (liveFd !== null) fs.close(liveFd, () => undefined);
-      throw err;
-    }
-    return h;
+    // The block map is loaded by the first read that needs it (one that finds the file changed since).
+    return { fid, size: a.size, liveFd, gen: this.ctx.cow.gen(fid), map: null };
   }
 
   /** For each preserved block of the file: the hash of its version with the smallest v >= s. */
@@ -337,13 +355,15 @@ export class SnapshotView {
     len = Math.min(len, h.size - pos);
     const bs = this.ctx.blockSize;
     // Preserved blocks never change: when they cover the whole range, the live file is not read.
-    let allPreserved = h.gen === this.ctx.cow.gen(h.fid);
-    for (let b = Math.floor(pos / bs); allPreserved && b * bs < pos + len; b++) if (!h.map.has(b)) allPreserved = false;
+    let allPreserved = h.map !== null && h.gen === this.ctx.cow.gen(h.fid);
+    for (let b = Math.floor(pos / bs); allPreserved && b * bs < pos + len; b++) if (!h.map!.has(b)) allPreserved = false;
     const liveFd = h.liveFd;
     const got = liveFd !== null && !allPreserved ? await readFull((b, n, p) => io.read(liveFd, b, n, p), buf, len, pos) : 0;
     buf.fill(0, got, len);
+    // Asked after the live read: if the file is still unchanged since the snapshot, that read was the snapshot's data.
+    if (liveFd !== null && !allPreserved && this.quiet(h.fid)) return len;
     const gen = this.ctx.cow.gen(h.fid);
-    if (gen !== h.gen) {
+    if (h.map === null || gen !== h.gen) {
       h.map = await this.blockMap(h.fid);
       h.gen = gen;
     }

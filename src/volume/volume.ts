@@ -14,8 +14,8 @@ import {
 import { FsError, ReplfsError, hasCode, messageOf } from '../errors/index.js';
 import {
   CONFIG_FILE, DB_DIR, FORMAT_VERSION, UPGRADABLE_FORMATS, MetaKey, STATE_DIR, Sublevel, blocksPerRegion, fileKey,
-  DEFAULT_BLOCK_SIZE, MIN_BLOCK_SIZE, MAX_BLOCK_SIZE, FARM_DIR, SNAPSHOT_DIR, TypeTag, hex, snapshotKey,
-  type DestinationRecord, type FileRecord, type NameRef, type OriginNode, type ReplicaMeta, type SessionValue, type VolumeConfig, type PreservedAttr, type PreservedEntry, type SnapshotRecord,
+  DEFAULT_BLOCK_SIZE, MIN_BLOCK_SIZE, MAX_BLOCK_SIZE, FARM_DIR, SNAPSHOT_DIR, TypeTag, hex, unhex, snapshotKey,
+  type DestinationRecord, type FileRecord, type NameRef, type OriginNode, type ReplicaMeta, type Divergence, type SessionValue, type VolumeConfig, type PreservedAttr, type PreservedEntry, type SnapshotRecord,
 } from './format.js';
 import { Backing, baseName, parentOf, relPath } from './backing.js';
 import { FileTable } from './files.js';
@@ -85,6 +85,21 @@ const REFRESH_CONCURRENCY = 8;
 
 /** First handle number of snapshot files: far above any descriptor the daemon can hold. */
 const VIEW_HANDLE_BASE = 0x40000000;
+
+/** What a sync wants a file to be (Volume.setAttributes). */
+export interface WantedAttributes {
+  /** Regular files only. */
+  size?: number;
+  uid: number;
+  gid: number;
+  mode: number;
+  atime: TimeSpec;
+  mtime: TimeSpec;
+  xattrs: Array<[string, Buffer]>;
+  expectLinks?: number;
+  /** What the file must be; anything else is refused (EEXIST) before a change is made. */
+  type?: 'file' | 'dir' | 'symlink' | 'other';
+}
 
 export interface OpenOptions {
   /** A descriptor of the protected directory opened before mounting over it. */
@@ -293,7 +308,7 @@ export class Volume {
       const cow = new Cow(store, blocks, config.blockSize);
       cow.setEpoch(epoch, catalog.newest()?.nextFid ?? 0);
       const volume = new Volume(root, config, backing, store, files, journal, blocks, cow, catalog, opts.writable, ownsRootFd, lastClean);
-      const report: OpenReport = { recoveredRegions: 0, lastCleanShutdown: lastClean, offline: { created: 0, changed: 0, moved: 0, deleted: 0 } };
+      const report: OpenReport = { recoveredRegions: 0, lastCleanShutdown: lastClean, offline: { created: 0, changed: 0, moved: 0, deleted: 0, examples: [] } };
       if (!opts.writable) {
         // Read-only view: a pending region counts as wholly dirty, without writing that down.
         journal.recoverPending();
@@ -308,7 +323,8 @@ export class Volume {
       });
       const { ops: offlineOps, ...counts } = offline;
       report.offline = counts;
-      await writeChunked(store, [...recovered.ops, ...offlineOps, ...journal.flushOps(),
+      const divergence = await noteDivergence(store, counts);
+      await writeChunked(store, [...recovered.ops, ...offlineOps, ...journal.flushOps(), ...divergence,
         putJson(Sublevel.meta, MetaKey.session, { state: 'open', pid: process.pid, at: new Date().toISOString() } satisfies SessionValue)], true);
       volume.startFlusher();
       return { volume, report };
@@ -696,6 +712,55 @@ export class Volume {
       await apply(this.abs(rel));
       this.touch(fid, rel);
     });
+  }
+
+  /**
+   * Gives a file the size, owner, mode, xattrs and times it should have (what a sync
+   * applies), as one change: one preservation, one journal write, and only the calls that
+   * change something. `expectLinks`, if given, is how many names the file may have: a file
+   * with more was linked to from somewhere replfs does not know, and is refused (EMLINK).
+   */
+  async setAttributes(p: string, want: WantedAttributes): Promise<void> {
+    const rel = relPath(p);
+    return this.guarded(async () => {
+      const { fid, st } = await this.fileAt(rel);
+      const kind = st.isDirectory() ? 'dir' : st.isSymbolicLink() ? 'symlink' : st.isFile() ? 'file' : 'other';
+      if (want.type !== undefined && kind !== want.type) throw new FsError('EEXIST', `${rel} is a ${kind}, not a ${want.type}`);
+      if (want.expectLinks !== undefined && !st.isDirectory() && Number(st.nlink) > want.expectLinks) {
+        throw new FsError('EMLINK', `${rel} has ${st.nlink} links, more than the ${want.expectLinks} replfs made`);
+      }
+      const isLink = st.isSymbolicLink();
+      const abs = this.abs(rel);
+      const current = await sys.llistxattr(abs).catch((err) => {
+        if (hasCode(err, 'ENOTSUP', 'EOPNOTSUPP')) return [] as string[];
+        throw err;
+      });
+      const wanted = new Map(want.xattrs);
+      const resize = want.size !== undefined && st.isFile() && want.size !== Number(st.size);
+      const xattrsChange = want.xattrs.length > 0 || current.some((n) => !wanted.has(n));
+      if (this.journaling) {
+        await this.keepAttrs(fid, rel);
+        if (resize && this.cow.needs(fid)) await this.keepTruncated(fid, rel, want.size!);
+        const ops = this.journal.mark(fid, ChangeKind.attributes | (xattrsChange ? ChangeKind.xattrs : 0));
+        if (resize) ops.push(...this.journal.mark(fid, ChangeKind.truncated, want.size! < Number(st.size) ? { minSize: want.size! } : {}));
+        // A file made in this epoch is journaled as created, which covers any change: no wait.
+        await this.commit(ops, [], !(this.journal.kindsOf(fid) & ChangeKind.created));
+      }
+      if (resize) await fsp.truncate(abs, want.size!);
+      if (Number(st.uid) !== want.uid || Number(st.gid) !== want.gid) await fsp.lchown(abs, want.uid, want.gid);
+      // chown clears set-id bits, so the mode goes after it.
+      if (!isLink && (Number(st.mode) & 0o7777) !== (want.mode & 0o7777)) await fsp.chmod(abs, want.mode & 0o7777);
+      for (const name of current) if (!wanted.has(name)) await sys.lremovexattr(abs, name);
+      for (const [name, value] of wanted) await sys.lsetxattr(abs, name, value, 0);
+      await sys.utimensat(abs, want.atime.sec, want.atime.nsec, want.mtime.sec, want.mtime.nsec, true);
+      this.touch(fid, rel);
+    });
+  }
+
+  /** Makes everything written to the volume so far durable: data, names and the database. */
+  async syncData(): Promise<void> {
+    await sys.syncfs(this.backing.rootFd);
+    await this.store.write([], true);
   }
 
   chmod(p: string, mode: number): Promise<void> {
@@ -1131,6 +1196,53 @@ export class Volume {
     return entries.map(([fid, node]) => (node ? putJson(Sublevel.origin, hex(fid), node) : { type: 'del' as const, sub: Sublevel.origin, key: hex(fid) }));
   }
 
+  /** Every source file a replica knows, with its names as last applied. */
+  async allOrigins(): Promise<Map<FileId, OriginNode>> {
+    const out = new Map<FileId, OriginNode>();
+    for await (const [key, value] of this.store.entries(Sublevel.origin)) out.set(unhex(key), JSON.parse(value.toString('utf8')) as OriginNode);
+    return out;
+  }
+
+  /**
+   * Logs the name changes a sync is about to make (steps in order, and every changed file's
+   * node as they leave it), with `meta` saying so, durably: if the sync stops half way, the
+   * next one finishes them first (`loggedPlan`, `commitPlan`).
+   */
+  async logPlan(meta: ReplicaMeta, steps: unknown[], nodes: Array<[FileId, OriginNode | null]>): Promise<void> {
+    // Leftovers of a log whose meta never landed would be taken for part of this one.
+    const stale: Op[] = [];
+    for (const sub of [Sublevel.planSteps, Sublevel.pendingOrigin]) {
+      for await (const [key] of this.store.entries(sub)) stale.push({ type: 'del', sub, key });
+    }
+    await writeChunked(this.store, stale, false);
+    const ops: Op[] = [
+      ...steps.map((step, i) => putJson(Sublevel.planSteps, hex(i), step)),
+      ...nodes.map(([fid, node]) => putJson(Sublevel.pendingOrigin, hex(fid), node)),
+      this.replicaMetaOp(meta),
+    ];
+    await writeChunked(this.store, ops, true);
+  }
+
+  /** The steps of a logged plan, in order. */
+  async loggedPlan<T>(): Promise<T[]> {
+    const steps: T[] = [];
+    for await (const [, value] of this.store.entries(Sublevel.planSteps)) steps.push(JSON.parse(value.toString('utf8')) as T);
+    return steps;
+  }
+
+  /** The logged plan is done: its nodes become the origin records, and the log goes, with `meta`. */
+  async commitPlan(meta: ReplicaMeta): Promise<void> {
+    const ops: Op[] = [];
+    for await (const [key, value] of this.store.entries(Sublevel.pendingOrigin)) {
+      const node = JSON.parse(value.toString('utf8')) as OriginNode | null;
+      ops.push(node ? { type: 'put', sub: Sublevel.origin, key, value } : { type: 'del', sub: Sublevel.origin, key });
+      ops.push({ type: 'del', sub: Sublevel.pendingOrigin, key });
+    }
+    for await (const [key] of this.store.entries(Sublevel.planSteps)) ops.push({ type: 'del', sub: Sublevel.planSteps, key });
+    ops.push(this.replicaMetaOp(meta));
+    await writeChunked(this.store, ops, false);
+  }
+
   snapshots(): SnapshotRecord[] {
     return this.catalog.list();
   }
@@ -1155,6 +1267,9 @@ export class Volume {
       v = new SnapshotView({
         store: this.store, files: this.files, blocks: this.blocks, cow: this.cow, backing: this.backing,
         blockSize: this.config.blockSize, farmPath: (fid) => this.farmAbs(fid),
+        // The newest snapshot sees a file as it is live until the file's first change since,
+        // which the journal records (in memory) before the change is made.
+        quiet: (epoch, fid) => this.journaling && epoch === this.journal.epoch - 1 && this.journal.kindsOf(fid) === 0,
       }, rec);
       this.views.set(rec.epoch, v);
     }
@@ -1195,6 +1310,10 @@ export class Volume {
       if (names.includes(d.base)) {
         throw new ReplfsError('refused', `${d.base} is the base of the sync to ${d.destination}: the next sync there starts from it`,
           'sync that destination again first, and its base moves on');
+      }
+      if (d.pending !== undefined && names.includes(d.pending)) {
+        throw new ReplfsError('refused', `${d.pending} is being sent to ${d.destination}, or was when that sync stopped: the next sync there resumes it`,
+          'sync that destination again first');
       }
     }
     await this.store.write(recs.map((rec) => ({ type: 'del' as const, sub: Sublevel.snapshots, key: snapshotKey(rec.epoch) })), true);
@@ -1639,6 +1758,26 @@ async function upgradeFormat(store: Store, backing: Backing): Promise<void> {
   await fsp.writeFile(`${file}.tmp`, JSON.stringify(config, null, 2) + '\n');
   await fsp.rename(`${file}.tmp`, file);
   await store.write([putJson(Sublevel.meta, MetaKey.format, FORMAT_VERSION)], true);
+}
+
+/**
+ * A replica is changed only by syncs: changes found at open, unless a sync was left half way
+ * (its own changes look the same), mean it diverged. That is remembered until a sync with
+ * --force makes it equal to its source again, since the scan will not find them twice.
+ */
+async function noteDivergence(store: Store, found: Omit<ReconcileResult, 'ops'>): Promise<Op[]> {
+  const meta = await store.getJson<ReplicaMeta>(Sublevel.meta, MetaKey.replica);
+  if (!meta || meta.pending || found.created + found.changed + found.moved + found.deleted === 0) return [];
+  const was = meta.divergent;
+  const divergent: Divergence = {
+    at: was?.at ?? new Date().toISOString(),
+    created: (was?.created ?? 0) + found.created,
+    changed: (was?.changed ?? 0) + found.changed,
+    moved: (was?.moved ?? 0) + found.moved,
+    deleted: (was?.deleted ?? 0) + found.deleted,
+    examples: [...new Set([...(was?.examples ?? []), ...found.examples])].slice(0, 10),
+  };
+  return [putJson(Sublevel.meta, MetaKey.replica, { ...meta, divergent } satisfies ReplicaMeta)];
 }
 
 async function writeChunked(store: Store, ops: Op[], sync: boolean): Promise<void> {

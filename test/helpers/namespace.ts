@@ -1,7 +1,7 @@
 // A path-keyed model of a directory tree for checking namespace plans: it applies plan
 // steps with the rules a real directory tree enforces.
 import { ROOT_FID } from '../../src/core/types.js';
-import { plan, type Node, type Step } from '../../src/replicate/plan.js';
+import { plan, stepBatches, type Node, type Step } from '../../src/replicate/plan.js';
 
 export type Tree = Map<number, Node>;
 export const STAGE = '.stage';
@@ -116,3 +116,22 @@ export function roundTrip(before: Tree, after: Tree): { got: string[]; want: str
   return { got: m.listing(), want: listing(after), steps };
 }
 
+
+/**
+ * As roundTrip, but runs the plan batch by batch (stepBatches) with each batch's steps in
+ * an order drawn from `rand`, as concurrent execution may: the outcome must not change.
+ */
+export function roundTripShuffled(before: Tree, after: Tree, rand: () => number): { got: string[]; want: string[]; batches: Step[][] } {
+  const steps = plan({ current: (fid) => before.get(fid), changes: changesOf(before, after), stage: STAGE });
+  const batches = stepBatches(steps);
+  const m = new Model(before);
+  for (const b of batches) {
+    const order = [...b];
+    for (let i = order.length - 1; i > 0; i--) {
+      const j = Math.floor(rand() * (i + 1));
+      [order[i], order[j]] = [order[j]!, order[i]!];
+    }
+    for (const s of order) m.apply(s);
+  }
+  return { got: m.listing(), want: listing(after), batches };
+}

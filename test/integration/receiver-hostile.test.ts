@@ -34,7 +34,7 @@ const file = (fid: number, names: unknown, extra: Record<string, unknown> = {}) 
 
 /** Begins a sync as a fresh source, sends `changes`, and returns the receiver's answer. */
 async function offer(s: Served, changes: unknown[], after?: (conn: Connection) => Promise<void>): Promise<Frame> {
-  await s.conn.sendJson('begin', { sourceVolumeId: 'hostile-volume', snapshot: SNAP, blockSize: 4096 });
+  await s.conn.sendJson('begin', { sourceVolumeId: 'hostile-volume', snapshot: SNAP, blockSize: 4096, mode: 'sync', force: false });
   const state = await s.conn.next(5000);
   if (state.type !== 'state') return state;
   for (const c of changes) await s.conn.sendJson('file', c);

@@ -102,7 +102,7 @@ test('bad destinations are refused with a clear message, and nothing is written'
   fs.writeFileSync(path.join(notEmpty, 'precious'), 'keep me');
   fails(t, await replfs(s, ['sync', src, notEmpty]), 'refused', /neither empty nor a replica/, 'a non-empty directory that is not a replica');
   t.deepEqual(fs.readdirSync(notEmpty), ['precious']);
-  fails(t, await replfs(s, ['sync', src, path.join(s.dir, 'missing/parent/x')]), 'refused', /does not exist/, 'a destination whose parent is missing');
+  fails(t, await replfs(s, ['sync', src, path.join(s.dir, 'missing/parent/x')]), 'notFound', /does not exist/, 'a destination whose parent is missing');
   t.false(fs.existsSync(path.join(s.dir, 'missing')));
   fails(t, await replfs(s, ['sync', src, 'host:']), 'usage', /not a destination: no path after the colon/, 'host without a path');
   fails(t, await replfs(s, ['sync', src, 'ssh://h:99999/x']), 'usage', /port "99999"/, 'a bad port');
@@ -127,7 +127,7 @@ test('bad destinations are refused with a clear message, and nothing is written'
   t.deepEqual(await describeTree(dst, { inodes: false }), before, 'the replica is unchanged');
 });
 
-test('a symlink planted in the replica outside replfs never leads a sync outside it', async (t) => {
+test('a replica changed outside replfs is refused until --force, which repairs it without following a planted symlink', async (t) => {
   const s = scratch(t);
   const src = await source(t, s);
   const dst = path.join(s.dir, 'replica');
@@ -139,9 +139,20 @@ test('a symlink planted in the replica outside replfs never leads a sync outside
   fs.symlinkSync(outside, path.join(dst, 'docs'));
   fs.appendFileSync(path.join(src, 'docs/a.txt'), 'through the link?\n');
   fs.writeFileSync(path.join(src, 'docs/new.txt'), 'new\n');
-  fails(t, await replfs(s, ['sync', src, dst]), 'refused', /changed outside replfs: docs is a symlink, not a dir/, 'a planted symlink');
+  fails(t, await replfs(s, ['sync', src, dst]), 'refused', /changed outside replfs \(.*docs.*\)[\s\S]*--force/, 'a planted symlink');
+  fails(t, await replfs(s, ['sync', src, dst, '--dry-run']), 'refused', /changed outside replfs/, 'a dry run over a changed replica');
+  const v = await replfs(s, ['verify', src, dst]);
+  t.is(v.code, ExitCode.different, `verify tells: ${v.stderr}`);
+  t.regex(v.stdout, /changed outside replfs/);
   t.deepEqual(fs.readdirSync(outside), ['a.txt'], 'nothing was created outside');
+  const forced = await syncJson(t, s, [src, dst, '--force']);
+  t.is(forced.kind, 'complete');
   t.is(fs.readFileSync(path.join(outside, 'a.txt'), 'utf8'), 'not yours', 'nothing was written outside');
+  t.deepEqual(fs.readdirSync(outside), ['a.txt']);
+  await same(t, src, forced.snapshot, dst, 'after --force');
+  const ok = await replfs(s, ['verify', src, dst]);
+  t.is(ok.code, 0, `verify after --force: ${ok.stdout}${ok.stderr}`);
+  t.regex(ok.stdout, /holds .* exactly/);
 });
 
 test('a destination\'s base is kept on the source: prune keeps it, delete refuses it, until the next sync moves it on', async (t) => {

@@ -4,8 +4,8 @@
 // cases, then seeded random workloads (REPLFS_PLAN_SEEDS sets how many).
 import test from '../helpers/ava.js';
 import { ROOT_FID } from '../../src/core/types.js';
-import { plan, PlanError, type Node, type NameRef } from '../../src/replicate/plan.js';
-import { STAGE, listing, roundTrip, type Tree } from '../helpers/namespace.js';
+import { plan, stepBatches, PlanError, type Node, type NameRef, type Step } from '../../src/replicate/plan.js';
+import { STAGE, listing, roundTrip, roundTripShuffled, type Tree } from '../helpers/namespace.js';
 
 const dir = (parent: number, name: string): Node => ({ type: 'dir', names: [[parent, name]] });
 const file = (...names: NameRef[]): Node => ({ type: 'file', names });
@@ -168,4 +168,47 @@ test(`plan: ${seeds} random workloads of renames, swaps, moves, links, deletes a
   }
   t.log(`${seeds} workloads, ${steps} steps`);
   t.pass();
+});
+
+const shape = (batches: Step[][]) => batches.map((b) => b.map((s) => (s.op === 'rename' || s.op === 'link' ? `${s.op} ${s.from}>${s.to}` : `${s.op} ${s.path}`)));
+
+const batchCases: Array<[string, Step[], string[][]]> = [
+  ['creations side by side are one batch',
+    [{ op: 'create', fid: 2, type: 'file', path: 'a' }, { op: 'create', fid: 3, type: 'file', path: 'b' }, { op: 'create', fid: 4, type: 'dir', path: 'c' }],
+    [['create a', 'create b', 'create c']]],
+  ['a directory before what goes in it',
+    [{ op: 'create', fid: 2, type: 'dir', path: 'd' }, { op: 'create', fid: 3, type: 'file', path: 'd/x' }, { op: 'create', fid: 4, type: 'file', path: 'd/y' }],
+    [['create d'], ['create d/x', 'create d/y']]],
+  ['a link waits for the name it links from',
+    [{ op: 'create', fid: 2, type: 'file', path: 'a' }, { op: 'link', fid: 2, from: 'a', to: 'b' }],
+    [['create a'], ['link a>b']]],
+  ['nested names staged one after the other',
+    [{ op: 'rename', fid: 3, from: 'a/b', to: '.stage/3.0' }, { op: 'rename', fid: 2, from: 'a', to: '.stage/2.1' }],
+    [['rename a/b>.stage/3.0'], ['rename a>.stage/2.1']]],
+  ['a name reused after it was staged',
+    [{ op: 'rename', fid: 2, from: 'a', to: '.stage/2.0' }, { op: 'create', fid: 3, type: 'file', path: 'a' }, { op: 'unlink', fid: 2, path: '.stage/2.0' }],
+    [['rename a>.stage/2.0'], ['create a', 'unlink .stage/2.0']]],
+  ['an empty plan', [], []],
+];
+for (const [title, steps, want] of batchCases) {
+  test(`batches: ${title}`, (t) => {
+    t.deepEqual(shape(stepBatches(steps)), want);
+  });
+}
+
+test(`batches: ${seeds} random workloads give the same tree whatever the order inside each batch`, (t) => {
+  let batches = 0;
+  let steps = 0;
+  for (let seed = 1; seed <= seeds; seed++) {
+    const { before, after } = workload(seed);
+    const r = roundTripShuffled(before, after, rng(seed * 7 + 1));
+    batches += r.batches.length;
+    steps += r.batches.reduce((n, b) => n + b.length, 0);
+    if (JSON.stringify(r.got) !== JSON.stringify(r.want)) {
+      t.deepEqual(r.got, r.want, `seed ${seed}: ${JSON.stringify(r.batches)}`);
+      return;
+    }
+  }
+  t.log(`${seeds} workloads, ${steps} steps in ${batches} batches`);
+  t.true(batches < steps, 'some steps share a batch');
 });

@@ -180,7 +180,9 @@ test('changes made while closed are found at the next writable open', async (t) 
   fs.writeFileSync(path.join(dir, 'born'), 'new');
   const { volume, report } = await Volume.open(dir, { writable: true });
   // rename(2) changes the file's ctime too, so the moved file must be compared as well.
-  t.deepEqual(report.offline, { created: 1, changed: 2, moved: 1, deleted: 1 });
+  const { examples, ...counts } = report.offline;
+  t.deepEqual(counts, { created: 1, changed: 2, moved: 1, deleted: 1 });
+  t.deepEqual([...examples].sort(), ['born', 'del', 'edit', 'moved'], 'each changed path named once');
   const f = await files(volume);
   t.is(f.edit!.unknown, 'offline-change');
   t.deepEqual(f.edit!.extents, [], 'the journal itself knows no extents of an offline edit');
@@ -192,7 +194,7 @@ test('changes made while closed are found at the next writable open', async (t) 
   t.false('same' in f, 'an untouched file is not in the journal');
   await volume.close();
   const again = await Volume.open(dir, { writable: true });
-  t.deepEqual(again.report.offline, { created: 0, changed: 0, moved: 0, deleted: 0 }, 'nothing new the second time');
+  t.deepEqual(again.report.offline, { created: 0, changed: 0, moved: 0, deleted: 0, examples: [] }, 'nothing new the second time');
   await again.volume.close();
 });
 
