@@ -51,6 +51,8 @@ export interface Answered {
 
 export class Listener {
   private readonly sockets = new Set<net.Socket>();
+  /** The TLS socket over a connection's socket, once its handshake is done. */
+  private readonly secured = new Map<net.Socket, tls.TLSSocket>();
   private readonly running = new Set<Promise<void>>();
   private readonly secure: tls.SecureContext | null;
   private answering = 0;
@@ -131,6 +133,7 @@ export class Listener {
       if (this.wereCut.has(s)) continue;
       this.wereCut.add(s);
       this.wasCut++;
+      this.secured.get(s)?.destroy();
       s.destroy();
     }
   }
@@ -144,6 +147,8 @@ export class Listener {
     }).finally(() => {
       if (counted) this.answering--;
       this.sockets.delete(socket);
+      this.secured.get(socket)?.destroy();
+      this.secured.delete(socket);
       socket.destroy();
       this.running.delete(task);
     });
@@ -179,6 +184,7 @@ export class Listener {
         return;
       }
       stream = secured;
+      this.secured.set(socket, secured);
     } else if (this.secure) {
       await refuse(stream, { code: 'tls-required', message: 'this server requires TLS (sync with --tls-ca)', transient: false });
       line(null, 'refused: a plaintext connection, but this server requires TLS');

@@ -109,13 +109,15 @@ function dial(port: number): Promise<net.Socket> {
   });
 }
 
-/** Sends `bytes`, then returns all the server answers until it hangs up. */
+/** Sends `bytes`, then returns all the server answers until it hangs up (in 10 s at most). */
 async function rawAnswer(port: number, bytes: Buffer): Promise<Buffer> {
   const sock = await dial(port);
   const chunks: Buffer[] = [];
   sock.on('data', (c: Buffer) => chunks.push(c));
   sock.write(bytes);
+  const timer = setTimeout(() => sock.destroy(), 10_000);
   await new Promise<void>((resolve) => sock.on('close', () => resolve()));
+  clearTimeout(timer);
   return Buffer.concat(chunks);
 }
 
@@ -389,6 +391,9 @@ test('SIGTERM stops accepting, lets a running sync end, and exits 0; after --gra
   idle.child.kill('SIGINT');
   t.is(await idle.exit, 0, 'an idle server exits 0 on SIGINT');
   t.regex(idle.log(), /SIGINT: no new connections; waiting up to 60 s for 0 running sync\(s\)\n.* stopped\n$/);
+  const src = await source(t, s, 'src');
+  fails(t, await replfs(s, ['sync', src, `replfs://127.0.0.1:${idle.port}/main`, '--token-file', token]), 'unavailable',
+    new RegExp(`cannot reach 127\\.0\\.0\\.1:${idle.port}: connection refused`), 'a server that is gone: worth retrying');
 
   const srv = await startServer(t, root, ['--token-file', token, '--grace', '60']);
   const held = await begin(srv.port, good, 'held');
