@@ -107,7 +107,7 @@ test('bad destinations are refused with a clear message, and nothing is written'
   fails(t, await replfs(s, ['sync', src, 'host:']), 'usage', /not a destination: no path after the colon/, 'host without a path');
   fails(t, await replfs(s, ['sync', src, 'ssh://h:99999/x']), 'usage', /port "99999"/, 'a bad port');
   fails(t, await replfs(s, ['sync', src, '--', '-oProxyCommand=sh:/x']), 'usage', /not a host name/, 'an ssh option posing as a host');
-  fails(t, await replfs(s, ['sync', src, 'replfs://127.0.0.1:1/x']), 'refused', /serve --listen/, 'a replfs:// destination (no server yet)');
+  fails(t, await replfs(s, ['sync', src, 'replfs://127.0.0.1:1/x'], { env: { REPLFS_TOKEN_FILE: '' } }), 'usage', /needs the server's token/, 'a replfs:// destination without a token');
   fails(t, await replfs(s, ['sync', src, path.join(s.dir, 'r'), '--snapshot', 'nope']), 'usage', /not a snapshot name/, 'a malformed snapshot name');
   fails(t, await replfs(s, ['sync', src, path.join(s.dir, 'r'), '--snapshot', '2020-01-01T00-00-00Z']), 'notFound', /no snapshot named/, 'a snapshot that does not exist');
   fails(t, await replfs(s, ['sync', src, path.join(s.dir, 'r'), '--snapshot', '2020-01-01T00-00-00Z', '--quiesce']), 'usage', /do not go together/, '--snapshot with --quiesce');
