@@ -183,7 +183,8 @@ async function reach(args: Record<string, unknown>): Promise<{ link: Link; remot
 function linkError(err: unknown, destination: string, link: Link): unknown {
   if (err instanceof ConnectionError || err instanceof ProtocolError) {
     const far = link.stderr();
-    return new ReplfsError(err instanceof ConnectionError && err.transient ? 'unavailable' : 'refused',
+    const exit = err instanceof ConnectionError ? (err.code === 'auth' ? 'permission' : err.transient ? 'unavailable' : 'refused') : 'refused';
+    return new ReplfsError(exit,
       `the sync to ${destination} failed: ${err.message}${far ? `; the destination said: ${far.split('\n').at(-1)}` : ''}`);
   }
   return err;

@@ -62,7 +62,7 @@ export const sync: Command = {
       res = await act<SyncSummary>(source, 'sync', {
         destination, snapshot: name ?? null, quiesce: values.quiesce === true, dryRun: values['dry-run'] === true,
         force: values.force === true, bwlimit, compress: values.compress === true,
-        tokenFile: file(values['token-file']), tlsCa: file(values['tls-ca']),
+        tokenFile: file(values['token-file'] ?? (process.env.REPLFS_TOKEN_FILE || undefined)), tlsCa: file(values['tls-ca']),
       }, { progress: bar ? (p) => bar.update(p) : undefined });
     } finally {
       bar?.done();

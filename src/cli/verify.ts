@@ -38,7 +38,7 @@ export const verify: Command = {
     let res: VerifySummary;
     try {
       res = await act<VerifySummary>(source, 'verify', {
-        destination, snapshot: name ?? null, tokenFile: file(values['token-file']), tlsCa: file(values['tls-ca']),
+        destination, snapshot: name ?? null, tokenFile: file(values['token-file'] ?? (process.env.REPLFS_TOKEN_FILE || undefined)), tlsCa: file(values['tls-ca']),
       }, { progress: bar ? (p) => bar.update(p) : undefined });
     } finally {
       bar?.done();

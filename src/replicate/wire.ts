@@ -313,7 +313,7 @@ export async function serveReceiver(
     await receiver?.abort().catch(() => undefined);
     // A full disk may clear up: the sender is told it may try again later.
     const full = hasCode(err, 'ENOSPC', 'EDQUOT');
-    const transient = full || (err instanceof ConnectionError ? err.transient : err instanceof ReplfsError ? err.exit === 'unavailable' : false);
+    const transient = full || (err instanceof ConnectionError ? err.transient : err instanceof ReplfsError ? err.exit === 'unavailable' || err.exit === 'busy' : false);
     const message = full ? `the destination is out of space (${messageOf(err)}); its earlier snapshots are intact` : messageOf(err);
     conn.sendError({
       code: err instanceof ProtocolError ? 'protocol' : full ? 'space' : 'refused', message, transient,

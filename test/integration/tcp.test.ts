@@ -17,11 +17,8 @@ import { Connection, greet } from '../../src/replicate/connection.js';
 import { FrameType, decodeJson, encodeJson, type Frame } from '../../src/replicate/frames.js';
 import type { SyncSummary as Summary } from '../../src/replicate/sender.js';
 
-/**
- * A wrong token is refused by the sender as `refused` (4) for now: actions.ts maps every
- * permanent ConnectionError so. Meant: `permission` (8) for code `auth`.
- */
-const AUTH_EXIT: ExitCodeName = 'refused';
+/** A wrong token ends the sender with `permission` (8). */
+const AUTH_EXIT: ExitCodeName = 'permission';
 
 interface Server {
   port: number;
