@@ -229,7 +229,10 @@ async function forward(daemon: DaemonRecord, stream: Duplex, opts: ReceiveOption
       }
     });
     stream.on('end', () => { senderDone = true; });
-    stream.on('error', () => undefined);
+    // A sender that dies makes its stream fail (EPIPE) rather than end: the daemon must
+    // still hear that nobody is left, or it would wait for the rest of the sync forever.
+    stream.on('error', () => sock.end());
+    stream.on('close', () => sock.end());
     sock.on('error', () => undefined);
     sock.on('close', () => {
       stream.unpipe(sock);
