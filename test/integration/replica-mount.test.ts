@@ -305,6 +305,8 @@ test('a sync that dies half way while mounted leaves the root and latest on the 
   head.writeBigUInt64BE(1_000_000n, 0);
   await h.conn.send(encodeFrame('block', Buffer.concat([head, Buffer.alloc(65536, 0x77)])));
   await waitFor(() => fs.existsSync(path.join(replica, 'halfway.bin')) && fs.statSync(path.join(replica, 'halfway.bin')).size > 0, 20_000, 'the block to land in the replica');
+  t.deepEqual(await tree(mnt), shown, 'while the sync is being applied, the root shows the previous snapshot');
+  t.is(await errorCode(fsp.stat(path.join(mnt, 'halfway.bin'))), 'ENOENT');
   h.child.kill('SIGKILL');
   await waitFor(() => /a sync into this replica failed/.test(daemonLog(replica)), 20_000, 'the daemon to see the sync fail');
 
