@@ -47,7 +47,21 @@ export function checkSnapshotName(name: string): void {
   }
 }
 
+/**
+ * A replica changes only by syncs: a snapshot not taken by one would show its live tree,
+ * maybe half way through a sync, as its newest; a restore into it would change it behind
+ * its source's back.
+ */
+async function refuseOnReplica(volume: Volume, what: 'snapshot' | 'send' | 'restore'): Promise<void> {
+  if (!(await volume.replicaMeta())) return;
+  if (what === 'snapshot') throw new ReplfsError('refused', `${volume.root} is a replica: its snapshots are taken by the syncs into it`, 'take the snapshot on the source');
+  if (what === 'send') throw new ReplfsError('refused', `${volume.root} is a replica: it cannot take a new snapshot to send`, 'name one of its snapshots with --snapshot');
+  throw new ReplfsError('refused', `${volume.root} is a replica: nothing may be restored into it`,
+    'restore somewhere else with --to, or copy from its mount: cp -a <mount>/.snapshots/<name>/<path> <destination>');
+}
+
 const snapshot: Action = async (volume, args, ctx) => {
+  await refuseOnReplica(volume, 'snapshot');
   const label = str(args, 'label') ?? null;
   const quiesce = args.quiesce === true;
   let q;
@@ -151,10 +165,14 @@ const restore: Action = async (volume, args, ctx) => {
   checkSnapshotName(name);
   const from = (str(args, 'from') ?? '').replace(/^\/+|\/+$/g, '');
   const to = str(args, 'to');
-  if (to === undefined) return volume.restore(name, from, { intoRel: from });
+  if (to === undefined) {
+    await refuseOnReplica(volume, 'restore');
+    return volume.restore(name, from, { intoRel: from });
+  }
   if (!path.isAbsolute(to)) throw new ReplfsError('usage', `--to must be an absolute path, got ${JSON.stringify(to)}`);
   for (const base of [ctx.mountpoint, volume.root]) {
     if (base && (to === base || to.startsWith(base + '/'))) {
+      await refuseOnReplica(volume, 'restore');
       const rel = path.relative(base, to);
       const leaf = from === '' ? '' : from.slice(from.lastIndexOf('/') + 1);
       return volume.restore(name, from, { intoRel: [rel, leaf].filter(Boolean).join('/') });
@@ -203,6 +221,7 @@ const sync: Action = async (volume, args, ctx) => {
     name = volume.snapshots().at(-1)?.name;
     if (name === undefined) throw new ReplfsError('refused', 'the source has no snapshot yet', 'take one with replfs snapshot, or sync without --dry-run');
   } else {
+    await refuseOnReplica(volume, 'send');
     name = ((await snapshot(volume, { quiesce: args.quiesce === true, label: null }, ctx)) as SnapshotResult).snapshot.name;
   }
   const { link, remote, destination } = await reach(args);

@@ -1,22 +1,33 @@
 // The mount daemon: opens the volume, serves it over FUSE and answers the control
 // socket until it is told to stop (replfs unmount, SIGTERM, SIGINT) or the mount
-// disappears underneath it.
+// disappears underneath it. A replica's daemon (mount --read-only) also receives the
+// syncs into it: it holds the replica's database, and LevelDB admits one process.
 import fs from 'node:fs';
+import type net from 'node:net';
 import { ReplfsError, messageOf } from '../errors/index.js';
 import { readdir, readlink, stat } from 'node:fs/promises';
 import { Volume, STATE_DIR, CONTROL_SOCKET, replyShimStats, configureReplyShim, type OpenReport } from '../volume/index.js';
 import { VolumeFuse, type MountOptions } from '../fuse/adapter.js';
+import { ReplicaFuse } from '../fuse/replica.js';
 import { mountState, unmountPath } from '../fuse/mountpoint.js';
-import { ControlServer } from '../control/server.js';
+import { ControlServer, type Handler } from '../control/server.js';
 import { register, unregister } from '../control/registry.js';
 import { VERSION } from './version.js';
 import { ACTIONS } from './actions.js';
+import { receiveInto } from './receive.js';
 
 export interface DaemonOptions {
   root: string;
   mountpoint: string;
   mount: Omit<MountOptions, 'inPlace'>;
   log: (line: string) => void;
+  /** Mount a replica (mount --read-only): its snapshots only, nothing writable. */
+  replica?: boolean;
+}
+
+/** A sync being received by this daemon. */
+interface Receiving {
+  done: Promise<void>;
 }
 
 export class Daemon {
@@ -26,6 +37,8 @@ export class Daemon {
   /** This process's descriptor of /dev/fuse for the mount. */
   private fuseFd: number | null = null;
   private fuse: VolumeFuse | null = null;
+  /** The sync being applied to this replica, if one is. */
+  private receiving: Receiving | null = null;
   private resolveStopped!: () => void;
   /** Resolves once the daemon has unmounted and closed everything. */
   readonly stopped = new Promise<void>((r) => { this.resolveStopped = r; });
@@ -40,6 +53,7 @@ export class Daemon {
     try {
       const opened = await Volume.open(opts.root, { rootFd, writable: true });
       volume = opened.volume;
+      await checkMode(volume, opts.root, opts.replica === true, opts.mountpoint);
       const d = new Daemon(opts, volume, opened.report, rootFd);
       await d.serve();
       return d;
@@ -57,17 +71,24 @@ export class Daemon {
   private async serve(): Promise<void> {
     const { opts, volume } = this;
     const socketFromHere = `${volume.backing.stateDir()}/${CONTROL_SOCKET}`;
+    const actions: Record<string, Handler> = Object.fromEntries(Object.entries(ACTIONS).map(([name, action]) =>
+      [name, (args: Record<string, unknown>) => action(volume, args, { mountpoint: opts.mountpoint })]));
     this.control = await ControlServer.listen(socketFromHere, {
       ping: async () => ({ pid: process.pid }),
       status: async () => volume.status({ mountpoint: opts.mountpoint, pid: process.pid }),
       journal: async () => volume.journalReport(),
       flush: async () => { await volume.flush(true); return { flushed: true }; },
-      ...Object.fromEntries(Object.entries(ACTIONS).map(([name, action]) =>
-        [name, (args: Record<string, unknown>) => action(volume, args, { mountpoint: opts.mountpoint })])),
+      ...actions,
       unmount: async (args) => {
         await this.detach(args.lazy === true);
         setTimeout(() => void this.finish(), 20);
         return { unmounted: opts.mountpoint };
+      },
+    }, {
+      receive: async (args) => {
+        const token = args.token;
+        if (token !== undefined && token !== null && typeof token !== 'string') throw new ReplfsError('usage', 'the token of receive must be a string');
+        return (sock) => this.receive(sock, typeof token === 'string' ? token : undefined);
       },
     });
     await this.mountFuse(opts.mount);
@@ -83,6 +104,7 @@ export class Daemon {
       root: opts.root,
       mountpoint: opts.mountpoint,
       inPlace: this.inPlace,
+      ...(opts.replica ? { replica: true } : {}),
       socket: `/proc/${process.pid}/fd/${this.rootFd}/${STATE_DIR}/${CONTROL_SOCKET}`,
       volumeId: volume.config.volumeId,
       startedAt: new Date().toISOString(),
@@ -103,7 +125,8 @@ export class Daemon {
   private async mountFuse(mount: DaemonOptions['mount']): Promise<void> {
     configureReplyShim(mount.attrTimeout);
     const before = new Set(await fuseDeviceFds());
-    const fuse = new VolumeFuse(this.opts.mountpoint, this.volume, { ...mount, inPlace: this.inPlace });
+    const options = { ...mount, inPlace: this.inPlace };
+    const fuse = this.opts.replica ? new ReplicaFuse(this.opts.mountpoint, this.volume, options) : new VolumeFuse(this.opts.mountpoint, this.volume, options);
     this.fuse = fuse;
     await new Promise<void>((resolve, reject) => fuse.mount((err) => (err ? reject(mountError(err, this.opts.mountpoint)) : resolve())));
     this.fuseFd = (await fuseDeviceFds()).find((fd) => !before.has(fd)) ?? null;
@@ -123,13 +146,49 @@ export class Daemon {
   }
 
   /**
+   * Serves one sync arriving on a `receive` control connection, forwarded by a
+   * `replfs serve` process (receive.ts): the handshake (and the token, if any) is checked
+   * here, once. Refused, after the handshake, when this is not a replica mount, while
+   * another sync is being applied, or once the mount is being taken down.
+   */
+  private async receive(sock: net.Socket, token: string | undefined): Promise<void> {
+    let mine: Receiving | null = null;
+    let ended!: () => void;
+    const result = await receiveInto(sock, this.volume, {
+      token,
+      admit: () => {
+        if (!this.opts.replica) {
+          throw new ReplfsError('refused', `${this.opts.root} is mounted as a protected directory, not as a replica`,
+            'a replica is a directory that replfs sync made; sync into a new or empty directory');
+        }
+        if (this.detaching) throw new ReplfsError('busy', 'the replica is being unmounted; try again once it is');
+        if (this.receiving) throw new ReplfsError('busy', 'another sync into this replica is being applied; try again when it is done');
+        mine = { done: new Promise<void>((r) => { ended = r; }) };
+        this.receiving = mine;
+      },
+    }).finally(() => {
+      if (mine && this.receiving === mine) this.receiving = null;
+      if (mine) ended();
+    }).catch((err: unknown) => {
+      this.opts.log(`a sync into this replica failed: ${messageOf(err)}`);
+      return null;
+    });
+    if (result?.replicaSnapshot) this.opts.log(`received a sync: the root now shows snapshot ${result.replicaSnapshot}`);
+  }
+
+  /**
    * Unmounts and closes the volume (flushing the journal). Without `lazy`, refuses while
-   * files are open; with it, detaches the mount and waits for the last file to close.
+   * files are open or a sync is being applied; with it, detaches the mount and waits for
+   * the last file to close and for the sync to end.
    */
   detach(lazy: boolean): Promise<void> {
     if (this.detaching) return this.detaching;
     const run = async () => {
       const mnt = this.opts.mountpoint;
+      if (this.receiving && !lazy) {
+        throw new ReplfsError('busy', `${mnt} is busy: a sync into this replica is being applied`,
+          `unmount when it is done, or detach now and finish after it: replfs unmount --lazy ${mnt}`);
+      }
       let result = await unmountPath(mnt, false);
       if (result === 'busy') {
         if (!lazy) {
@@ -140,7 +199,11 @@ export class Daemon {
         result = await unmountPath(mnt, true);
         // The kernel drops the connection once the last user lets go, sometimes before the
         // final RELEASE reaches us: the end of the connection counts as the last close.
-        while (this.volume.openHandles > 0 && (await this.connected())) await new Promise((r) => setTimeout(r, 200));
+        while (this.openFiles() > 0 && (await this.connected())) await new Promise((r) => setTimeout(r, 200));
+      }
+      if (this.receiving) {
+        this.opts.log('waiting for the sync being applied to end');
+        while (this.receiving) await this.receiving.done;
       }
       if (this.watch) clearInterval(this.watch);
       this.fuse?.dispose();
@@ -150,6 +213,11 @@ export class Daemon {
     this.detaching = run();
     this.detaching.catch(() => { this.detaching = null; });
     return this.detaching;
+  }
+
+  /** Files open through the mount: in the live tree, and in snapshot views. */
+  private openFiles(): number {
+    return this.volume.openHandles + (this.fuse?.openViewFiles ?? 0);
   }
 
   /** After detach: closes the control socket and the directory, and leaves the registry. */
@@ -180,6 +248,23 @@ export class Daemon {
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
     process.on('SIGHUP', () => undefined);
+  }
+}
+
+/**
+ * A replica is mounted read-only, and only a replica is: writing to a replica would make
+ * it diverge from its source, and an ordinary volume's root is its live tree.
+ */
+export async function checkMode(volume: Volume, root: string, readOnly: boolean, mountpoint = root): Promise<void> {
+  const isReplica = (await volume.replicaMeta()) !== undefined;
+  const at = mountpoint === root ? '' : ` ${mountpoint}`;
+  if (readOnly && !isReplica) {
+    throw new ReplfsError('refused', `${root} is not a replica: --read-only mounts a replica that replfs sync made`,
+      `to mount this protected directory without allowing writes, use: replfs mount ${root}${at} -o ro`);
+  }
+  if (!readOnly && isReplica) {
+    throw new ReplfsError('refused', `${root} is a replica: mounting it writable would make it diverge from its source`,
+      `mount it read-only: replfs mount --read-only ${root}${at}  (promoting a replica to a writable volume, replfs promote, is not in this version yet)`);
   }
 }
 

@@ -2,10 +2,10 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { ReplfsError, hasCode } from '../errors/index.js';
-import { STATE_DIR, DAEMON_LOG, isUnder } from '../volume/index.js';
+import { STATE_DIR, DAEMON_LOG, Volume, isUnder } from '../volume/index.js';
 import { findRecord } from '../control/registry.js';
 import { fuseProblem, mountState, isMountPoint, unmountPath } from '../fuse/mountpoint.js';
-import { Daemon } from './daemon.js';
+import { Daemon, checkMode } from './daemon.js';
 import type { Command } from './command.js';
 
 /** Mount options a user may add with -o, and which take a value. */
@@ -21,6 +21,14 @@ const USER_OPTIONS: Record<string, 'flag' | 'number' | 'snapdir'> = {
 export const DEFAULT_ATTR_TIMEOUT = 1;
 export const DEFAULT_ENTRY_TIMEOUT = 1;
 
+/**
+ * A replica mount's root moves to a newer snapshot when a sync ends, without an operation
+ * the kernel sees: by default it caches no names and no attributes (docs/architecture.md,
+ * "Replica mounts").
+ */
+export const REPLICA_ATTR_TIMEOUT = 0;
+export const REPLICA_ENTRY_TIMEOUT = 0;
+
 export interface MountRequest {
   root: string;
   mountpoint: string;
@@ -30,10 +38,16 @@ export interface MountRequest {
   debug: boolean;
   /** List .snapshots in the root directory (`-o snapdir=visible`); it is always reachable by name. */
   snapdirVisible: boolean;
+  /** A replica, mounted with --read-only. */
+  replica: boolean;
 }
 
-export function parseMountOptions(list: string[]): Pick<MountRequest, 'extra' | 'attrTimeout' | 'entryTimeout' | 'debug' | 'snapdirVisible'> {
-  const out = { extra: [] as string[], attrTimeout: DEFAULT_ATTR_TIMEOUT, entryTimeout: DEFAULT_ENTRY_TIMEOUT, debug: false, snapdirVisible: false };
+export function parseMountOptions(list: string[], replica = false): Pick<MountRequest, 'extra' | 'attrTimeout' | 'entryTimeout' | 'debug' | 'snapdirVisible'> {
+  const out = {
+    extra: [] as string[], debug: false, snapdirVisible: false,
+    attrTimeout: replica ? REPLICA_ATTR_TIMEOUT : DEFAULT_ATTR_TIMEOUT,
+    entryTimeout: replica ? REPLICA_ENTRY_TIMEOUT : DEFAULT_ENTRY_TIMEOUT,
+  };
   for (const item of list.flatMap((s) => s.split(',')).filter(Boolean)) {
     const [name, value] = item.split('=', 2) as [string, string | undefined];
     const kind = USER_OPTIONS[name];
@@ -41,6 +55,10 @@ export function parseMountOptions(list: string[]): Pick<MountRequest, 'extra' | 
     if (kind === 'flag' && value !== undefined) throw new ReplfsError('usage', `mount option ${name} takes no value`);
     if (kind === 'number' && (value === undefined || !/^\d+(\.\d+)?$/.test(value))) throw new ReplfsError('usage', `mount option ${name} needs a number, as in ${name}=1, got ${JSON.stringify(value ?? '')}`);
     if (kind === 'snapdir' && value !== 'hidden' && value !== 'visible') throw new ReplfsError('usage', `mount option snapdir is hidden or visible, got ${JSON.stringify(value ?? '')}`);
+    if (replica && name === 'kernel_cache') {
+      throw new ReplfsError('usage', 'mount option kernel_cache cannot be used with --read-only',
+        'the kernel would keep showing a file\'s old contents after the root moves to a newer snapshot');
+    }
     if (name === 'snapdir') out.snapdirVisible = value === 'visible';
     else if (name === 'attr_timeout') out.attrTimeout = Number(value);
     else if (name === 'entry_timeout') out.entryTimeout = Number(value);
@@ -109,8 +127,14 @@ export const mount: Command = {
     'using the same path. Returns once the mount is ready; the daemon stays in the',
     `background and logs to <dir>/${STATE_DIR}/${DAEMON_LOG}. A stale mount left by a killed`,
     'daemon is cleared first.',
+    '',
+    'A replica (a directory that replfs sync made) is mounted with --read-only: its root',
+    'shows the newest snapshot the syncs brought, .snapshots/ all of them, and nothing in',
+    'it can be changed. Syncs into a mounted replica are applied by its daemon; the root',
+    'moves to the new snapshot when one completes.',
   ].join('\n'),
   options: {
+    'read-only': { type: 'boolean', description: 'mount a replica: its newest snapshot at the root, every write refused (EROFS)' },
     foreground: { type: 'boolean', short: 'f', description: 'stay attached; Ctrl-C unmounts' },
     option: { type: 'string', short: 'o', multiple: true, value: 'OPTS', description: 'mount options, comma separated: ro, kernel_cache, attr_timeout=S, entry_timeout=S, max_readahead=N, allow_root, snapdir=hidden|visible, debug' },
   },
@@ -118,15 +142,29 @@ export const mount: Command = {
   async run({ values, positionals }) {
     const root = path.resolve(positionals[0]!);
     const mountpoint = positionals[1] !== undefined ? path.resolve(positionals[1]) : root;
-    const opts = parseMountOptions((values.option as string[] | undefined) ?? []);
+    const replica = values['read-only'] === true;
+    const opts = parseMountOptions((values.option as string[] | undefined) ?? [], replica);
     const notes = await prepareMount(root, mountpoint);
     const readyFd = process.env.REPLFS_READY_FD ? Number(process.env.REPLFS_READY_FD) : undefined;
+    // Checked before a daemon starts, so that a refusal changes nothing; the daemon checks
+    // again once it holds the volume.
+    if (readyFd === undefined) await checkVolumeMode(root, replica, mountpoint);
     if (values.foreground || readyFd !== undefined) {
-      return runForeground({ root, mountpoint, ...opts }, notes, readyFd);
+      return runForeground({ root, mountpoint, replica, ...opts }, notes, readyFd);
     }
-    return runBackground(root, mountpoint, (values.option as string[] | undefined) ?? [], notes);
+    return runBackground(root, mountpoint, (values.option as string[] | undefined) ?? [], replica, notes);
   },
 };
+
+/** Refuses --read-only for an ordinary volume, and a replica without it. */
+async function checkVolumeMode(root: string, replica: boolean, mountpoint: string): Promise<void> {
+  const { volume } = await Volume.open(root, { writable: false });
+  try {
+    await checkMode(volume, root, replica, mountpoint);
+  } finally {
+    await volume.close();
+  }
+}
 
 async function runForeground(req: MountRequest, notes: string[], readyFd: number | undefined): Promise<number> {
   const log = (line: string) => console.log(`${new Date().toISOString()} replfs[${process.pid}]: ${line}`);
@@ -134,7 +172,7 @@ async function runForeground(req: MountRequest, notes: string[], readyFd: number
   let daemon: Daemon;
   try {
     daemon = await Daemon.start({
-      root: req.root, mountpoint: req.mountpoint, log,
+      root: req.root, mountpoint: req.mountpoint, log, replica: req.replica,
       mount: { extra: req.extra, attrTimeout: req.attrTimeout, entryTimeout: req.entryTimeout, debug: req.debug, snapdirVisible: req.snapdirVisible },
     });
   } catch (err) {
@@ -147,7 +185,7 @@ async function runForeground(req: MountRequest, notes: string[], readyFd: number
   }
   daemon.installSignalHandlers();
   const r = daemon.report;
-  log(`mounted ${req.root}${req.mountpoint === req.root ? ' in place' : ` at ${req.mountpoint}`}`);
+  log(`mounted ${req.replica ? 'the replica ' : ''}${req.root}${req.mountpoint === req.root ? ' in place' : ` at ${req.mountpoint}`}${req.replica ? ', read-only' : ''}`);
   if (!r.lastCleanShutdown) log(`previous daemon did not shut down cleanly; ${r.recoveredRegions} write-intent regions recovered as dirty`);
   const o = r.offline;
   if (o.created || o.changed || o.moved || o.deleted) {
@@ -161,10 +199,10 @@ async function runForeground(req: MountRequest, notes: string[], readyFd: number
   return 0;
 }
 
-async function runBackground(root: string, mountpoint: string, options: string[], notes: string[]): Promise<number> {
+async function runBackground(root: string, mountpoint: string, options: string[], replica: boolean, notes: string[]): Promise<number> {
   const logPath = path.join(root, STATE_DIR, DAEMON_LOG);
   const logFd = fs.openSync(logPath, 'a', 0o600);
-  const args = [process.argv[1]!, 'mount', root, ...(mountpoint !== root ? [mountpoint] : []), ...options.flatMap((o) => ['-o', o])];
+  const args = [process.argv[1]!, 'mount', root, ...(mountpoint !== root ? [mountpoint] : []), ...(replica ? ['--read-only'] : []), ...options.flatMap((o) => ['-o', o])];
   const child = spawn(process.execPath, args, {
     detached: true,
     stdio: ['ignore', logFd, logFd, 'pipe'],
@@ -189,7 +227,7 @@ async function runBackground(root: string, mountpoint: string, options: string[]
   child.unref();
   (pipe as unknown as { destroy(): void }).destroy();
   for (const n of notes) console.log(n);
-  console.log(`mounted ${root}${mountpoint === root ? ' in place' : ` at ${mountpoint}`} (daemon pid ${msg.pid}, log ${logPath})`);
+  console.log(`mounted ${replica ? 'the replica ' : ''}${root}${mountpoint === root ? ' in place' : ` at ${mountpoint}`}${replica ? ', read-only' : ''} (daemon pid ${msg.pid}, log ${logPath})`);
   return 0;
 }
 

@@ -36,3 +36,54 @@ export async function call<T>(socketPath: string, cmd: string, args: Record<stri
     });
   });
 }
+
+/**
+ * Sends a streaming command (`receive`) and, once the daemon has agreed, returns the
+ * connection: from then on it carries raw bytes both ways. A refusal rejects like `call`.
+ */
+export async function openStream(socketPath: string, cmd: string, args: Record<string, unknown> = {}, timeoutMs = 30_000): Promise<net.Socket> {
+  return new Promise<net.Socket>((resolve, reject) => {
+    const sock = net.connect(socketPath);
+    let buffered: Buffer = Buffer.alloc(0);
+    let settled = false;
+    const settle = (err: Error | null) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      sock.off('data', onData);
+      if (err) {
+        sock.destroy();
+        reject(err);
+      } else {
+        sock.pause();
+        resolve(sock);
+      }
+    };
+    const timer = setTimeout(() => settle(new ReplfsError('timeout', `the replfs daemon did not answer "${cmd}" within ${timeoutMs / 1000}s`)), timeoutMs);
+    const onData = (chunk: Buffer) => {
+      buffered = Buffer.concat([buffered, chunk]);
+      const nl = buffered.indexOf(0x0a);
+      if (nl < 0) return;
+      let res: ControlResponse;
+      try {
+        res = JSON.parse(buffered.subarray(0, nl).toString('utf8')) as ControlResponse;
+      } catch {
+        settle(new ReplfsError('internal', `the replfs daemon answered "${cmd}" with something that is not JSON`));
+        return;
+      }
+      if (!res.ok) {
+        const exit = (res.error.exit in ExitCode ? res.error.exit : 'internal') as ExitCodeName;
+        settle(new ReplfsError(exit, res.error.message, res.error.hint));
+        return;
+      }
+      // Detached and paused first, so that the bytes put back wait for the stream's reader.
+      settle(null);
+      const rest = buffered.subarray(nl + 1);
+      if (rest.length) sock.unshift(rest);
+    };
+    sock.on('connect', () => sock.write(JSON.stringify({ id: 1, cmd, args }) + '\n'));
+    sock.on('data', onData);
+    sock.on('error', (err) => settle(new ReplfsError('busy', `cannot reach the replfs daemon at ${socketPath}: ${err.message}`)));
+    sock.on('close', () => settle(new ReplfsError('internal', `the replfs daemon closed the control connection during "${cmd}"`)));
+  });
+}

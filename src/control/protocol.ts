@@ -1,5 +1,7 @@
 // The control protocol between the CLI and a mount daemon: one JSON object per line
 // over a Unix socket, request then response. Documented in docs/architecture.md.
+// A streaming command (`receive`) is the exception: after its `ok` response line the
+// connection stops carrying lines and carries raw bytes both ways until either side closes.
 
 export interface ControlRequest {
   id: number;

@@ -15,6 +15,8 @@ export interface DaemonRecord {
   root: string;
   mountpoint: string;
   inPlace: boolean;
+  /** Mounted with --read-only: a replica, whose daemon also receives the syncs into it. */
+  replica?: boolean;
   /** The control socket, as reachable from other processes. */
   socket: string;
   volumeId: string;

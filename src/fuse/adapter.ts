@@ -89,12 +89,16 @@ export interface MountOptions {
   snapdirVisible?: boolean;
 }
 
-/** Where a path lies: in the live tree, or in the read-only snapshot tree. */
-type Place =
+/**
+ * Where a path lies: in the live tree, or in the read-only snapshot tree. `empty` is the
+ * root of a replica mount that has no snapshot yet: an empty read-only directory.
+ */
+export type Place =
   | { kind: 'live' }
   | { kind: 'snapdir' }
   | { kind: 'latest' }
-  | { kind: 'view'; name: string; rel: string };
+  | { kind: 'view'; name: string; rel: string }
+  | { kind: 'empty' };
 
 const SNAP_PREFIX = `/${SNAPSHOT_DIR}`;
 
@@ -105,12 +109,19 @@ export function placeOf(path: string): Place {
   const cut = rest.indexOf('/');
   const name = cut < 0 ? rest : rest.slice(0, cut);
   if (name === LATEST && cut < 0) return { kind: 'latest' };
-  const rel = cut < 0 ? '' : rest.slice(cut + 1);
+  return viewPlace(name, cut < 0 ? '' : rest.slice(cut + 1));
+}
+
+/** `rel` inside snapshot `name`; a path with empty, `.` or `..` parts is in no snapshot. */
+export function viewPlace(name: string, rel: string): Place {
   for (const part of rel ? rel.split('/') : []) {
-    if (part === '' || part === '.' || part === '..') return { kind: 'view', name: '', rel: '' };
+    if (part === '' || part === '.' || part === '..') return NOWHERE;
   }
   return { kind: 'view', name, rel };
 }
+
+/** A place that does not exist (no snapshot has an empty name): every answer is ENOENT. */
+export const NOWHERE: Place = { kind: 'view', name: '', rel: '' };
 
 // `.snapshots` gets one of these per mount in the process: the shim tells mounts apart by it.
 const SNAPDIR_INO_TOP = 0xfffffff0;
@@ -123,8 +134,9 @@ export class VolumeFuse extends Fuse {
   private readonly snapdirIno = SNAPDIR_INO_TOP - (snapdirsMade++ % SNAPDIR_INO_COUNT);
   private readonly stopWatching: () => void;
   private invalidations: Promise<void> = Promise.resolve();
+  private viewFiles = 0;
 
-  constructor(mountpoint: string, private readonly volume: Volume, private readonly mountOptions: MountOptions) {
+  constructor(mountpoint: string, protected readonly volume: Volume, protected readonly mountOptions: MountOptions) {
     // Every operation is listed so fuse-native registers it; the _op_ overrides below serve them.
     super(mountpoint, Object.fromEntries(OPERATIONS.map((name) => [name, unused])), { timeout: false });
     let watching = true;
@@ -143,6 +155,16 @@ export class VolumeFuse extends Fuse {
   /** Stops telling the kernel about snapshot changes; call once the mount is gone. */
   dispose(): void {
     this.stopWatching();
+  }
+
+  /** Files open in snapshot views (the volume counts the live ones: Volume.openHandles). */
+  get openViewFiles(): number {
+    return this.viewFiles;
+  }
+
+  /** Where `path` lies. A replica mount (replica.ts) puts its root in a snapshot. */
+  protected place(path: string): Place {
+    return placeOf(path);
   }
 
   /**
@@ -204,7 +226,7 @@ export class VolumeFuse extends Fuse {
 
   /** Attributes of any path, live or in the snapshot tree. */
   private async attrOf(path: string): Promise<Attr> {
-    const place = placeOf(path);
+    const place = this.place(path);
     switch (place.kind) {
       case 'live': return this.volume.getattr(path);
       case 'snapdir': return this.snapdirAttr();
@@ -215,6 +237,7 @@ export class VolumeFuse extends Fuse {
         return { ...base, mode: 0o120777, nlink: 1, size: Buffer.byteLength(newest.name), ino: LATEST_INO };
       }
       case 'view': return this.volume.view(place.name, place.rel !== '').getattr(place.rel);
+      case 'empty': return { ...(await this.volume.getattr('/')), mode: 0o040555, nlink: 2, size: 0, blocks: 0 };
     }
   }
 
@@ -228,7 +251,7 @@ export class VolumeFuse extends Fuse {
 
   /** Refuses any change inside the snapshot tree; otherwise runs it on the live volume. */
   private mutate(paths: string[], work: () => Promise<unknown>): Promise<unknown> {
-    if (paths.some((p) => placeOf(p).kind !== 'live')) return EROFS();
+    if (paths.some((p) => this.place(p).kind !== 'live')) return EROFS();
     return work();
   }
 
@@ -237,26 +260,33 @@ export class VolumeFuse extends Fuse {
   }
 
   _op_fgetattr(signal: Signal, path: string, fd: number): void {
-    const work = this.volume.isViewHandle(fd) ? this.attrOf(path) : this.volume.fgetattr(path, fd);
+    const work = this.volume.isViewHandle(fd) || this.place(path).kind !== 'live' ? this.attrOf(path) : this.volume.fgetattr(path, fd);
     this.answer(signal, work, (a) => [encodeStat(a)], [EMPTY_STAT]);
   }
 
   _op_access(signal: Signal, path: string): void {
-    this.done(signal, placeOf(path).kind === 'live' ? this.volume.access(path) : this.attrOf(path));
+    this.done(signal, this.place(path).kind === 'live' ? this.volume.access(path) : this.attrOf(path));
   }
 
   _op_statfs(signal: Signal, path: string): void {
-    this.answer(signal, this.volume.statfs(path), (s) => [encodeStatfs(s)], [EMPTY_STATFS]);
+    // Paths in the snapshot tree need not exist in the live one: they are all on its disk.
+    const at = this.place(path).kind === 'live' ? path : '/';
+    this.answer(signal, this.volume.statfs(at), (s) => [encodeStatfs(s)], [EMPTY_STATFS]);
   }
 
   private async listing(path: string): Promise<DirEntry[]> {
-    const place = placeOf(path);
+    const entries = await this.entriesAt(path);
+    if (path !== '/') return entries;
+    // A real .snapshots at the root is shadowed by the snapshot directory.
+    const out = entries.filter((e) => e.name !== SNAPSHOT_DIR);
+    if (this.mountOptions.snapdirVisible) out.push({ name: SNAPSHOT_DIR, ino: this.snapdirIno, type: 4 });
+    return out;
+  }
+
+  private async entriesAt(path: string): Promise<DirEntry[]> {
+    const place = this.place(path);
     switch (place.kind) {
-      case 'live': {
-        const entries = await this.volume.readdir(path);
-        if (path === '/' && this.mountOptions.snapdirVisible) entries.push({ name: SNAPSHOT_DIR, ino: this.snapdirIno, type: 4 });
-        return entries;
-      }
+      case 'live': return this.volume.readdir(path);
       case 'snapdir': {
         const snaps = this.volume.snapshots();
         const out: DirEntry[] = snaps.map((s) => ({ name: s.name, ino: viewIno(1, s.epoch), type: 4 }));
@@ -265,6 +295,7 @@ export class VolumeFuse extends Fuse {
       }
       case 'latest': throw new FsError('ENOTDIR');
       case 'view': return this.volume.view(place.name).readdir(place.rel);
+      case 'empty': return [];
     }
   }
 
@@ -287,18 +318,19 @@ export class VolumeFuse extends Fuse {
   }
 
   _op_fsyncdir(signal: Signal, path: string): void {
-    this.done(signal, placeOf(path).kind === 'live' ? this.volume.fsyncdir(path) : Promise.resolve());
+    this.done(signal, this.place(path).kind === 'live' ? this.volume.fsyncdir(path) : Promise.resolve());
   }
 
   private readlinkAt(path: string): Promise<string> {
-    const place = placeOf(path);
+    const place = this.place(path);
     switch (place.kind) {
       case 'live': return this.volume.readlink(path);
       case 'latest': {
         const newest = this.volume.snapshots().at(-1);
         return newest ? Promise.resolve(newest.name) : Promise.reject(new FsError('ENOENT'));
       }
-      case 'snapdir': return Promise.reject(new FsError('EINVAL'));
+      case 'snapdir':
+      case 'empty': return Promise.reject(new FsError('EINVAL'));
       case 'view': return this.volume.view(place.name).readlink(place.rel);
     }
   }
@@ -307,12 +339,14 @@ export class VolumeFuse extends Fuse {
     this.answer(signal, this.readlinkAt(path), (target) => [target], ['']);
   }
 
-  private openAt(path: string, flags: number): Promise<number> {
-    const place = placeOf(path);
+  private async openAt(path: string, flags: number): Promise<number> {
+    const place = this.place(path);
     if (place.kind === 'live') return this.volume.open(path, flags);
-    if ((flags & 3) !== 0 || flags & O_TRUNC) return EROFS() as Promise<number>;
-    if (place.kind !== 'view') return Promise.reject(new FsError(place.kind === 'snapdir' ? 'EISDIR' : 'ELOOP'));
-    return this.volume.openInView(place.name, place.rel);
+    if ((flags & 3) !== 0 || flags & O_TRUNC) throw new FsError('EROFS');
+    if (place.kind !== 'view') throw new FsError(place.kind === 'latest' ? 'ELOOP' : 'EISDIR');
+    const fd = await this.volume.openInView(place.name, place.rel);
+    this.viewFiles++;
+    return fd;
   }
 
   _op_open(signal: Signal, path: string, flags: number): void {
@@ -341,6 +375,7 @@ export class VolumeFuse extends Fuse {
   _op_release(signal: Signal, _path: string, fd: number): void {
     if (this.volume.isViewHandle(fd)) {
       this.volume.releaseInView(fd);
+      this.viewFiles = Math.max(0, this.viewFiles - 1);
       signal(0);
       return;
     }
@@ -405,14 +440,14 @@ export class VolumeFuse extends Fuse {
   }
 
   private getxattrAt(path: string, name: string): Promise<Buffer> {
-    const place = placeOf(path);
+    const place = this.place(path);
     if (place.kind === 'live') return this.volume.getxattr(path, name);
     if (place.kind === 'view') return this.volume.view(place.name).getxattr(place.rel, name);
     return this.attrOf(path).then(() => { throw new FsError('ENODATA'); });
   }
 
   private listxattrAt(path: string): Promise<string[]> {
-    const place = placeOf(path);
+    const place = this.place(path);
     if (place.kind === 'live') return this.volume.listxattr(path);
     if (place.kind === 'view') return this.volume.view(place.name).listxattr(place.rel);
     return this.attrOf(path).then(() => []);

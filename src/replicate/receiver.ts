@@ -13,7 +13,7 @@
 import { constants as fsConstants } from 'node:fs';
 import { ROOT_FID, type FileId } from '../core/types.js';
 import { FsError, ReplfsError, hasCode } from '../errors/index.js';
-import type { OpenReport, Volume } from '../volume/index.js';
+import type { Volume } from '../volume/index.js';
 import { readFull } from '../volume/io.js';
 import { TypeTag, type OriginNode, type ReplicaMeta } from '../volume/format.js';
 import { mapLimit } from '../volume/limit.js';
@@ -129,7 +129,7 @@ export class Receiver implements ReceiverApi {
   private readonly viewFiles = new Map<FileId, Promise<ViewHandle | null>>();
   private readonly verifyPaths = new Map<FileId, string>();
 
-  constructor(private readonly replica: Volume, private readonly pool: HashPool, readonly opts: { openReport?: OpenReport } = {}) {
+  constructor(private readonly replica: Volume, private readonly pool: HashPool) {
     this.stage = STAGING_PREFIX + replica.config.volumeId.slice(0, 8);
   }
 

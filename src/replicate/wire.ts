@@ -16,6 +16,8 @@ import type { Begin, FilesResult, ReceiverApi, ReceiverState } from './receiver.
 export const MAX_HASHES = 256;
 /** Requests a receiver works on at once; beyond that it reads no more frames until one is done. */
 const RECEIVER_WINDOW = 64;
+/** A sender silent this long is gone (a change set of millions of files takes minutes to make). */
+export const SENDER_IDLE_MS = 30 * 60_000;
 const HASHES_HEAD = 32;
 
 const deflate = promisify(zlib.deflateRaw);
@@ -239,7 +241,7 @@ export async function serveReceiver(
       while (running.size >= RECEIVER_WINDOW) { await Promise.race(running); check(); }
       let frame: Frame;
       try {
-        frame = await conn.next();
+        frame = await conn.next(SENDER_IDLE_MS);
       } catch (err) {
         // The sender hung up after `begin` with nothing to send: the destination was current.
         if (err instanceof ConnectionError && err.code === 'closed' && files.length === 0 && !filesDone) {
