@@ -23,11 +23,19 @@ import { VERSION } from './version.js';
 export interface ReceiveOptions {
   /** Required of the sender in its hello (TCP listeners). */
   token?: string;
+  /**
+   * Called once the sender is authenticated and begins, with the replica it named, before
+   * the replica is opened here; throws to refuse (a `busy` ReplfsError: try again later).
+   * Returns what to call when the sync is over.
+   */
+  claim?: (target: string | null) => () => void;
 }
 
 export interface Received {
   /** The replica snapshot the sync made, or null when the replica already had it. */
   replicaSnapshot: string | null;
+  /** The replica the sender named in its hello (null if none). */
+  target: string | null;
 }
 
 /**
@@ -35,6 +43,7 @@ export interface Received {
  * the sender's hello named (null if nothing). Resolves once it is over.
  */
 export async function receiveOn(rootFor: (target: string | null) => string, stream: Duplex, opts: ReceiveOptions = {}): Promise<Received> {
+  rootFor = once(rootFor);
   const first = await peekFirstFrame(stream, HANDSHAKE_TIMEOUT_MS);
   switch (first.kind) {
     case 'ended': throw new ConnectionError('closed', 'the peer closed the connection before its hello', true);
@@ -50,7 +59,7 @@ export async function receiveOn(rootFor: (target: string | null) => string, stre
       // Only a lookup before the handshake: a name that maps nowhere is refused after it.
       const root = rootOf(rootFor, first.target);
       const daemon = root === null ? undefined : await daemonServing(root);
-      if (daemon) return forward(daemon, stream, opts);
+      if (daemon) return { ...(await forward(daemon, stream, opts)), target: first.target };
       break;
     }
     case 'other': break;
@@ -58,23 +67,44 @@ export async function receiveOn(rootFor: (target: string | null) => string, stre
   return receiveHere(rootFor, stream, opts);
 }
 
+/** `rootFor` asked at most once per target (it may reserve the replica), its answer or refusal kept. */
+function once(rootFor: (target: string | null) => string): (target: string | null) => string {
+  const answers = new Map<string | null, { root: string } | { err: unknown }>();
+  return (target) => {
+    let a = answers.get(target);
+    if (!a) {
+      try { a = { root: rootFor(target) }; } catch (err) { a = { err }; }
+      answers.set(target, a);
+    }
+    if ('err' in a) throw a.err;
+    return a.root;
+  };
+}
+
 /** Serves the sync with the replica opened in this process. */
 async function receiveHere(rootFor: (target: string | null) => string, stream: Duplex, opts: ReceiveOptions): Promise<Received> {
   const conn = listen(stream);
   const pool = new HashPool();
   let replica: Volume | null = null;
+  let release: (() => void) | null = null;
+  let named: string | null = null;
   try {
     // The replica is opened once the sender has said hello, so that a refusal reaches it
     // as a protocol error (permanent) rather than as a broken connection.
-    return await serveReceiver(conn, async (target, begin) => {
-      const opened = await openReplica(rootFor(target), { create: begin?.mode === 'sync' });
+    const done = await serveReceiver(conn, async (target, begin) => {
+      named = target;
+      release = opts.claim?.(target) ?? null;
+      const root = rootFor(target);
+      const opened = await openReplica(root, { create: begin?.mode === 'sync' });
       replica = opened.volume;
       return new Receiver(opened.volume, pool);
     }, { software: VERSION, token: opts.token });
+    return { ...done, target: named };
   } finally {
     await conn.flushed();
     await pool.close();
     await (replica as Volume | null)?.close();
+    (release as (() => void) | null)?.();
   }
 }
 
@@ -86,17 +116,15 @@ async function receiveHere(rootFor: (target: string | null) => string, stream: D
 export async function receiveInto(stream: Duplex, volume: Volume, opts: { token?: string; admit: () => void }): Promise<Received> {
   const conn = listen(stream);
   let pool: HashPool | null = null;
+  let named: string | null = null;
   try {
-    return await serveReceiver(conn, async () => {
-      try {
-        opts.admit();
-      } catch (err) {
-        if (err instanceof ReplfsError && err.exit === 'busy') throw new ConnectionError('busy', err.message, true);
-        throw err;
-      }
+    const done = await serveReceiver(conn, async (target) => {
+      named = target;
+      opts.admit();
       pool = new HashPool();
       return new Receiver(volume, pool);
     }, { software: VERSION, token: opts.token });
+    return { ...done, target: named };
   } finally {
     await conn.flushed();
     await (pool as HashPool | null)?.close();
@@ -194,7 +222,7 @@ async function daemonServing(root: string): Promise<DaemonRecord | undefined> {
 }
 
 /** Passes the sync to the daemon that holds the replica, and the daemon's answers back. */
-async function forward(daemon: DaemonRecord, stream: Duplex, opts: ReceiveOptions): Promise<Received> {
+async function forward(daemon: DaemonRecord, stream: Duplex, opts: ReceiveOptions): Promise<Omit<Received, 'target'>> {
   let sock: net.Socket;
   try {
     sock = await openStream(daemon.socket, 'receive', opts.token === undefined ? {} : { token: opts.token });
@@ -206,7 +234,7 @@ async function forward(daemon: DaemonRecord, stream: Duplex, opts: ReceiveOption
     await conn.flushed();
     throw err;
   }
-  return new Promise<Received>((resolve, reject) => {
+  return new Promise<Omit<Received, 'target'>>((resolve, reject) => {
     // The daemon's frames pass through untouched; watching them tells how the sync ended.
     const decoder = new FrameDecoder();
     let outcome: { ok: true; snapshot: string | null } | { ok: false; message: string; transient: boolean } | null = null;

@@ -99,17 +99,12 @@ function readPem(option: string, file: string): Buffer {
 
 /**
  * The replica directory for a sender's NAME, refused (nothing created) unless NAME is a plain
- * name and what is there is a real directory or nothing. Throws a transient refusal while
- * another connection syncs into the same NAME.
+ * name and what is there is a real directory or nothing.
  */
-export function replicaFor(root: string, target: string | null, inUse: ReadonlySet<string>): string {
+export function replicaFor(root: string, target: string | null): string {
   if (target === null) throw new ReplfsError('refused', 'the sender named no replica (sync to replfs://HOST:PORT/NAME)');
   if (!REPLICA_NAME.test(target) || target.length > MAX_NAME) {
     throw new ReplfsError('refused', `${printable(target)} is not a replica name: letters, digits, '.', '_' and '-', not starting with '.', '_' or '-', at most ${MAX_NAME}`);
-  }
-  if (inUse.has(target)) {
-    // A ConnectionError carries `transient` to the sender: trying again later will do.
-    throw new ConnectionError('busy', `the replica ${target} is busy: another sync into it is running; try again later`, true);
   }
   const dir = path.join(root, target);
   let st: fs.Stats | null = null;
@@ -147,23 +142,23 @@ async function serveListen(root: string, listen: string, values: Record<string, 
   const log = (line: string) => process.stdout.write(`${new Date().toISOString()} ${line}\n`);
   const inUse = new Set<string>();
   const answer = async (stream: Duplex): Promise<Answered> => {
+    // Known once the sender is authenticated: a refused sender's NAME is neither logged nor held.
     let name: string | null = null;
-    let reserved = false;
-    const rootFor = (target: string | null): string => {
+    const claim = (target: string | null): (() => void) => {
+      if (target !== null && inUse.has(target)) {
+        throw new ReplfsError('busy', `the replica ${target} is busy: another sync into it is running; try again later`);
+      }
       name = target;
-      const dir = replicaFor(root, target, inUse);
-      inUse.add(target!);
-      reserved = true;
-      return dir;
+      if (target !== null) inUse.add(target);
+      return () => { if (target !== null) inUse.delete(target); };
     };
     try {
-      const { replicaSnapshot } = await receiveOn(rootFor, stream, { token });
+      const { replicaSnapshot, target } = await receiveOn((t) => replicaFor(root, t), stream, { token, claim });
+      name ??= target;
       return { name, outcome: replicaSnapshot === null ? 'ok: already current, nothing received' : `ok: replica snapshot ${replicaSnapshot}` };
     } catch (err) {
-      const transient = err instanceof ConnectionError && err.transient;
+      const transient = (err instanceof ConnectionError && err.transient) || (err instanceof ReplfsError && (err.exit === 'busy' || err.exit === 'unavailable'));
       return { name, outcome: `${transient ? 'failed' : 'refused'}: ${messageOf(err).split('\n')[0]}` };
-    } finally {
-      if (reserved) inUse.delete(name!);
     }
   };
   const listener = await Listener.start({ host, port, tls, maxConnections, answer, log });

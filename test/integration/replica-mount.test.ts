@@ -107,7 +107,7 @@ async function handSender(t: ExecutionContext, s: Scratch, replica: string): Pro
 
 async function begin(h: HandSender, sourceVolumeId: string): Promise<Frame> {
   await h.conn.sendJson('begin', {
-    sourceVolumeId, blockSize: 4096,
+    sourceVolumeId, blockSize: 4096, mode: 'sync', force: false,
     snapshot: { name: '2030-01-01T00-00-00Z', sourceTime: '2030-01-01T00:00:00.000Z', label: null, consistency: 'crash' },
   });
   return h.conn.next(10_000);

@@ -130,7 +130,7 @@ const SNAP = { name: '2026-11-25T10-00-00Z', sourceTime: '2026-11-25T10:00:00.00
 async function begin(port: number, token: string, target: string | undefined, volumeId = 'hand-made-volume'): Promise<{ conn: Connection; answer: Frame }> {
   const conn = new Connection(await dial(port));
   await greet(conn, 'hand-made', token, target);
-  await conn.sendJson('begin', { sourceVolumeId: volumeId, snapshot: SNAP, blockSize: 65536 });
+  await conn.sendJson('begin', { sourceVolumeId: volumeId, snapshot: SNAP, blockSize: 65536, mode: 'sync', force: false });
   return { conn, answer: await conn.next(10_000) };
 }
 
