@@ -141,6 +141,8 @@ export interface ReplContext {
   onCleanup(fn: () => Promise<void>): void;
   settle(pids: number[]): Promise<void>;
   dropCaches(): Promise<void>;
+  /** True once the run was told to stop (a signal): the group then starts nothing new. */
+  stopping(): boolean;
 }
 
 // ------------------------------------------------------------------ formatting
@@ -218,6 +220,7 @@ export async function replicationGroup(ctx: ReplContext): Promise<ReplReport> {
   // ---------------------------------------------------------------- volumes
 
   const volume = async (dirName: string): Promise<Vol> => {
+    if (ctx.stopping()) throw new Error('stopping');
     const t = makeInPlaceTarget(ctx.scratch, `repl/${dirName}`, sshEnv);
     // Opened before the mount covers the directory: rsync reads the backing files through it.
     const v: Vol = { t, dir: t.backing, pid: 0, fd: fs.openSync(t.backing, 'r') };
@@ -324,6 +327,7 @@ export async function replicationGroup(ctx: ReplContext): Promise<ReplReport> {
   const pair = async (c: ReplCase, rep: number, v: Vol, dests: Dests, kind: 'local' | 'ssh', check: (dest: string, tool: Tool) => Promise<string | null>) => {
     const order: Tool[] = rep % 2 === 0 ? ['replfs', 'rsync'] : ['rsync', 'replfs'];
     for (const tool of order) {
+      if (ctx.stopping()) throw new Error('stopping');
       await ready();
       const dir = tool === 'replfs' ? dests.replfs : dests.rsync;
       const r = tool === 'replfs' ? await replfsSync(v, kind === 'ssh' ? remote(dir) : dir) : await rsyncRun(v, dir, kind);
@@ -358,6 +362,7 @@ export async function replicationGroup(ctx: ReplContext): Promise<ReplReport> {
     try {
       await body();
     } catch (err) {
+      if (ctx.stopping()) throw err;
       c.error = firstLines((err as Error).message, 6);
       ctx.warn(`${c.id}: ${c.error}`);
     }
@@ -377,6 +382,7 @@ export async function replicationGroup(ctx: ReplContext): Promise<ReplReport> {
     try {
       volA = await volume('src-a');
     } catch (err) {
+      if (ctx.stopping()) throw err;
       for (const id of idsA) {
         const c = newCase(id, `${id}: the source volume could not be set up`, 0, id === 'replinit' ? 'local' : 'ssh');
         c.error = `set-up: ${firstLines((err as Error).message, 6)}`;
@@ -476,8 +482,11 @@ export async function replicationGroup(ctx: ReplContext): Promise<ReplReport> {
         settings.push(`replication: the ssh cases share one source volume and one copy per tool; the cases run in the order small change, rename, huge file`);
       }
     } finally {
-      await unmount(v);
-      clearBase();
+      // After a signal, the run's cleanup unmounts and removes everything.
+      if (!ctx.stopping()) {
+        await unmount(v);
+        clearBase();
+      }
     }
   }
 
@@ -513,8 +522,10 @@ export async function replicationGroup(ctx: ReplContext): Promise<ReplReport> {
         await pair(c, rep, vol, dests, 'ssh', async (dir) => compareFiles(vol.dir, dir, changed));
       }
     });
-    if (v) await unmount(v);
-    clearBase();
+    if (!ctx.stopping()) {
+      if (v) await unmount(v);
+      clearBase();
+    }
   }
 
   for (const c of cases) evaluateCase(c, sizes);
@@ -715,17 +726,17 @@ function evaluateCase(c: ReplCase, sizes: ReplSizes): void {
       break;
     }
     case 'repltree':
-      time(1);
       speed(null);
+      time(1);
       break;
     case 'replrename':
-      wire(MiB - 1, '< 1 MiB');
       speed(null);
+      wire(MiB - 1, '< 1 MiB');
       break;
     case 'replhuge':
+      speed(null);
       time(1);
       wire(200 * KiB - 1, '< 200 KiB');
-      speed(null);
       break;
   }
 }
@@ -739,9 +750,9 @@ export function replicationTables(report: ReplReport): string[] {
     const rows = c.rows.map((r) => {
       const good = r.runs.filter((x) => x.ok);
       const n = `${good.length}/${r.runs.length}`;
-      if (!good.length) return [r.tool, r.command, r.runs.length ? 'FAILED' : 'not run', '', '', '', n];
+      if (!good.length) return [r.tool, r.runs.length ? 'FAILED' : 'not run', '', '', '', n];
       const secs = good.map((x) => x.seconds);
-      const wall = good.length > 1 ? `${fmtSeconds(median(secs))} (${fmtSeconds(Math.min(...secs))}-${fmtSeconds(Math.max(...secs))})` : fmtSeconds(secs[0]!);
+      const wall = good.length > 1 ? `${fmtSeconds(median(secs))} (${fmtSeconds(Math.min(...secs)).replace(/ s$/, '')}-${fmtSeconds(Math.max(...secs)).replace(/ s$/, '')})` : fmtSeconds(secs[0]!);
       let wire: string;
       let payload = '-';
       let reported = '-';
@@ -754,12 +765,13 @@ export function replicationTables(report: ReplReport): string[] {
       } else {
         wire = fmtBytes(median(good.map((x) => x.wire!)));
       }
-      return [r.tool, r.command, wall, reported, wire, payload, n];
+      return [r.tool, wall, reported, wire, payload, n];
     });
-    out.push(table(['tool', 'command', 'wall time, median (min-max)', 'replfs daemon', 'bytes on the wire', 'block payload', 'ok'], rows,
-      [false, false, true, true, true, true, true]));
+    out.push(table(['tool', 'wall time, median (min-max)', 'replfs durationMs', 'bytes on the wire', 'block payload', 'ok runs'], rows,
+      [false, true, true, true, true, true]));
     out.push('');
     out.push(table(['check', 'value', 'target', 'result'], c.checks.map((k) => [k.what, k.value, k.target, k.verdict]), [false, true, false, false]));
+    for (const r of c.rows) out.push(`  ${r.tool}: ${r.command}`);
     if (c.error) out.push(`  CASE FAILED: ${c.error}`);
     for (const r of c.rows) {
       const bad = r.runs.filter((x) => !x.ok);

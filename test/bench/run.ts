@@ -335,6 +335,7 @@ function runReplicationGroup(): Promise<ReplReport> {
     onCleanup: (fn) => { extraCleanups.push(fn); },
     settle: (pids) => settle(pids),
     dropCaches,
+    stopping: () => signalled !== null,
   });
 }
 
@@ -416,7 +417,7 @@ async function main(): Promise<number> {
   const need = neededBytes();
   if (free < need * 1.1 + 2 ** 30) {
     throw new Error(`${settings.parent} has ${(free / 2 ** 30).toFixed(1)} GiB free; this run needs about ${(need / 2 ** 30).toFixed(1)} GiB ` +
-      '(lower REPLFS_BENCH_SIZE_MB or REPLFS_BENCH_REPEAT, or point REPLFS_BENCH_DIR elsewhere)');
+      '(lower REPLFS_BENCH_SIZE_MB or REPLFS_BENCH_REPEAT, for replication REPLFS_BENCH_REPL_SCALE or REPLFS_BENCH_REPL_HUGE_MB, or point REPLFS_BENCH_DIR elsewhere)');
   }
   const facts = await machineFacts(settings.parent);
   const fsType = facts.find(([k]) => k === 'scratch fs')![1];
