@@ -406,7 +406,8 @@ function neededBytes(): number {
   // one repetition at a time, a file plus all of it preserved.
   const snap = (settings.workloads.includes('snapcreate') ? 2 * 1.1 * settings.sizeMb * 2 ** 20 * 1.3 : 0)
     + (settings.workloads.some((w) => w === 'cow' || w === 'snapread' || w === 'snapspace') ? 2 * settings.sizeMb * 2 ** 20 : 0);
-  return Math.max(perConfig * settings.configs.length + snap, replicationNeededBytes(replSizes, replWorkloads));
+  // The other groups' data stays in the scratch directory until the end of the run.
+  return perConfig * settings.configs.length + snap + replicationNeededBytes(replSizes, replWorkloads);
 }
 
 async function main(): Promise<number> {
