@@ -17,7 +17,7 @@ import path from 'node:path';
 import { randomFillSync } from 'node:crypto';
 import type { ExecutionContext } from 'ava';
 import { startSshd, type Sshd } from '../helpers/sshd.js';
-import { mountsUnder, run, type Ran } from './proc.js';
+import { mountAt, mountsUnder, run, type Ran } from './proc.js';
 import { BIN, down, makeInPlaceTarget, up, type Target } from './targets.js';
 import { median, table } from './report.js';
 
@@ -180,7 +180,24 @@ function closeFd(v: Vol): void {
   v.fd = -1;
 }
 
+/**
+ * Runs the selected cases. What the group sets up (its sshd, its descriptors) is torn down
+ * when it ends, and is also handed to the run's cleanup in case the run is stopped first;
+ * each teardown step may run twice and does nothing the second time.
+ */
 export async function replicationGroup(ctx: ReplContext): Promise<ReplReport> {
+  const own: Array<() => Promise<void>> = [];
+  const inner: ReplContext = { ...ctx, onCleanup: (fn) => { own.push(fn); ctx.onCleanup(fn); } };
+  try {
+    return await group(inner);
+  } finally {
+    if (!ctx.stopping()) {
+      for (const fn of own.reverse()) await fn().catch((err: Error) => ctx.warn(`replication: teardown: ${err.message}`));
+    }
+  }
+}
+
+async function group(ctx: ReplContext): Promise<ReplReport> {
   const { sizes } = ctx;
   const has = (w: ReplWorkloadId) => ctx.workloads.includes(w);
   const base = path.join(ctx.scratch, 'repl');
@@ -236,7 +253,8 @@ export async function replicationGroup(ctx: ReplContext): Promise<ReplReport> {
     const began = Date.now();
     await down(v.t, ctx.warn);
     mounted.splice(mounted.indexOf(v), 1);
-    v.t.mountpoint = null;
+    // Done with, unless the unmount failed: then the run's cleanup tries again and reports it.
+    if (!mountAt(v.dir)) v.t.mountpoint = null;
     closeFd(v);
     ctx.progress(`replication: unmounted ${v.dir} in ${((Date.now() - began) / 1000).toFixed(1)} s`);
   };
@@ -419,7 +437,7 @@ export async function replicationGroup(ctx: ReplContext): Promise<ReplReport> {
             }
           }
         });
-        if (dests.replfs.includes('init-')) c.notes.push('the copies of the last repetition are the starting point of the cases over ssh');
+        if (dests.replfs.includes('init-') && (has('replsmall') || has('replrename') || has('replhuge'))) c.notes.push('the copies of the last repetition are the starting point of the cases over ssh');
       }
 
       if (has('replsmall')) {
