@@ -10,9 +10,15 @@
 //   REPLFS_BENCH_RANDOM_MB       file size for random overwrites in MiB (256)
 //   REPLFS_BENCH_RANDOM_SECONDS  duration of each random-overwrite run (10)
 //   REPLFS_BENCH_CONFIGS         comma list of direct,bindfs,replfs,replfs-nojournal (all)
-//   REPLFS_BENCH_WORKLOADS       comma list of seqwrite,seqread,small,random and the snapshot
-//                                group snapcreate,cow,snapread,snapspace,snaplist (all)
+//   REPLFS_BENCH_WORKLOADS       comma list of seqwrite,seqread,small,random, the snapshot
+//                                group snapcreate,cow,snapread,snapspace,snaplist and the
+//                                replication group replinit,replsmall,replrename,replhuge,repltree
+//                                (`replication` stands for all five) (all)
 //   REPLFS_BENCH_SNAPSHOTS       snapshots on the volume for the snaplist test (500)
+//   REPLFS_BENCH_REPL_SCALE      replication: file counts and sizes times this (1 = the issue's sizes)
+//   REPLFS_BENCH_REPL_HUGE_MB    replication: size of the huge file in MiB (4096 x scale)
+//   REPLFS_BENCH_REPL_CACHE      replication: cold (drop caches before each timed command) or warm (cold)
+//   REPLFS_BENCH_REPL_RSYNC_FROM replication: rsync reads the backing directory or the mount (backing)
 //   REPLFS_BENCH_MOUNT_OPTS      -o options for both replfs mounts, e.g. attr_timeout=1 (none)
 //   REPLFS_BENCH_DIR             where the scratch directory is made (/var/tmp)
 //   REPLFS_BENCH_JSON            also write every sample and the verdicts to this file
@@ -29,6 +35,9 @@ import {
 import {
   SNAPSHOT_WORKLOAD_IDS, snapshotChecksTable, snapshotFiguresTable, snapshotGroup, type SnapReport, type SnapWorkloadId,
 } from './snapshots.js';
+import {
+  REPLICATION_WORKLOAD_IDS, replicationGroup, replicationNeededBytes, replicationSizes, replicationTables, type ReplReport, type ReplWorkloadId,
+} from './replication.js';
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const SMALLFILES = path.join(HERE, 'smallfiles.js');
@@ -43,16 +52,34 @@ function intEnv(name: string, fallback: number, min = 1): number {
   return v;
 }
 
-function listEnv<T extends string>(name: string, all: readonly T[]): T[] {
+function floatEnv(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const v = Number(raw);
+  if (!Number.isFinite(v) || v <= 0) throw new Error(`${name} must be a number > 0, not ${JSON.stringify(raw)}`);
+  return v;
+}
+
+function choiceEnv<T extends string>(name: string, choices: readonly T[]): T {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return choices[0]!;
+  if (!choices.includes(raw as T)) throw new Error(`${name} must be one of ${choices.join(', ')}, not ${JSON.stringify(raw)}`);
+  return raw as T;
+}
+
+/** A comma list of names from `all`; an alias stands for several names. */
+function listEnv<T extends string>(name: string, all: readonly T[], aliases: Record<string, readonly T[]> = {}): T[] {
   const raw = process.env[name];
   if (!raw) return [...all];
-  const picked = raw.split(',').map((s) => s.trim()).filter(Boolean);
-  for (const p of picked) if (!all.includes(p as T)) throw new Error(`${name}: unknown name ${JSON.stringify(p)} (known: ${all.join(', ')})`);
+  const picked = raw.split(',').map((s) => s.trim()).filter(Boolean).flatMap((p) => aliases[p] ?? [p]);
+  for (const p of picked) {
+    if (!all.includes(p as T)) throw new Error(`${name}: unknown name ${JSON.stringify(p)} (known: ${[...all, ...Object.keys(aliases)].join(', ')})`);
+  }
   return all.filter((a) => picked.includes(a));
 }
 
 const CORE_WORKLOAD_IDS = ['seqwrite', 'seqread', 'small', 'random'] as const;
-const WORKLOAD_IDS = [...CORE_WORKLOAD_IDS, ...SNAPSHOT_WORKLOAD_IDS] as const;
+const WORKLOAD_IDS = [...CORE_WORKLOAD_IDS, ...SNAPSHOT_WORKLOAD_IDS, ...REPLICATION_WORKLOAD_IDS] as const;
 type AnyWorkloadId = (typeof WORKLOAD_IDS)[number];
 
 const settings = {
@@ -64,10 +91,16 @@ const settings = {
   randomMb: intEnv('REPLFS_BENCH_RANDOM_MB', 256),
   randomSeconds: intEnv('REPLFS_BENCH_RANDOM_SECONDS', 10),
   configs: listEnv<ConfigName>('REPLFS_BENCH_CONFIGS', CONFIG_NAMES),
-  workloads: listEnv<AnyWorkloadId>('REPLFS_BENCH_WORKLOADS', WORKLOAD_IDS),
+  workloads: listEnv<AnyWorkloadId>('REPLFS_BENCH_WORKLOADS', WORKLOAD_IDS, { replication: REPLICATION_WORKLOAD_IDS }),
   snapshots: intEnv('REPLFS_BENCH_SNAPSHOTS', 500),
   parent: process.env.REPLFS_BENCH_DIR || (fs.existsSync('/var/tmp') ? '/var/tmp' : os.tmpdir()),
+  replScale: floatEnv('REPLFS_BENCH_REPL_SCALE', 1),
+  replHugeMb: process.env.REPLFS_BENCH_REPL_HUGE_MB ? intEnv('REPLFS_BENCH_REPL_HUGE_MB', 4096) : null,
+  replCache: choiceEnv('REPLFS_BENCH_REPL_CACHE', ['cold', 'warm'] as const),
+  replRsyncFrom: choiceEnv('REPLFS_BENCH_REPL_RSYNC_FROM', ['backing', 'mount'] as const),
 };
+const replWorkloads = settings.workloads.filter((w): w is ReplWorkloadId => (REPLICATION_WORKLOAD_IDS as readonly string[]).includes(w));
+const replSizes = replicationSizes(settings.replScale, settings.replHugeMb);
 
 const snapWorkloads = settings.workloads.filter((w): w is SnapWorkloadId => (SNAPSHOT_WORKLOAD_IDS as readonly string[]).includes(w));
 const WORKLOADS: WorkloadInfo[] = [
@@ -124,6 +157,8 @@ async function machineFacts(scratchParent: string): Promise<Array<[string, strin
 const targets: Target[] = [];
 /** Volumes of the snapshot group: not part of the rotation, but unmounted by the same cleanup. */
 const extraTargets: Target[] = [];
+/** Teardown steps of the replication group (its sshd, its descriptors): run before the unmounts. */
+const extraCleanups: Array<() => Promise<void>> = [];
 let scratch: string | null = null;
 let cleaning: Promise<number> | null = null;
 let signalled: NodeJS.Signals | null = null;
@@ -131,6 +166,9 @@ let signalled: NodeJS.Signals | null = null;
 /** Unmounts everything, then removes the scratch directory; 2 when a mount is left behind. */
 function cleanup(): Promise<number> {
   cleaning ??= (async () => {
+    for (const fn of extraCleanups.splice(0).reverse()) {
+      try { await fn(); } catch (err) { warn(`cleanup: ${(err as Error).message}`); }
+    }
     for (const t of [...targets, ...extraTargets].reverse()) {
       if (!t.mountpoint) continue;
       const began = Date.now();
@@ -283,6 +321,24 @@ function runSnapshotGroup(): Promise<SnapReport> {
   });
 }
 
+function runReplicationGroup(): Promise<ReplReport> {
+  return replicationGroup({
+    scratch: scratch!,
+    repeat: settings.repeat,
+    sizes: replSizes,
+    cache: settings.replCache,
+    rsyncFrom: settings.replRsyncFrom,
+    workloads: replWorkloads,
+    progress,
+    warn,
+    adopt: (t) => { extraTargets.push(t); },
+    onCleanup: (fn) => { extraCleanups.push(fn); },
+    settle: (pids) => settle(pids),
+    dropCaches,
+    stopping: () => signalled !== null,
+  });
+}
+
 function describe(w: WorkloadId, s: Sample): string {
   const unit = WORKLOADS.find((x) => x.id === w)!.unit;
   const cpu = s.cpu !== null ? `, daemon CPU ${(100 * s.cpu / s.seconds).toFixed(0)}%` : '';
@@ -350,7 +406,8 @@ function neededBytes(): number {
   // one repetition at a time, a file plus all of it preserved.
   const snap = (settings.workloads.includes('snapcreate') ? 2 * 1.1 * settings.sizeMb * 2 ** 20 * 1.3 : 0)
     + (settings.workloads.some((w) => w === 'cow' || w === 'snapread' || w === 'snapspace') ? 2 * settings.sizeMb * 2 ** 20 : 0);
-  return perConfig * settings.configs.length + snap;
+  // The other groups' data stays in the scratch directory until the end of the run.
+  return perConfig * settings.configs.length + snap + replicationNeededBytes(replSizes, replWorkloads);
 }
 
 async function main(): Promise<number> {
@@ -361,7 +418,7 @@ async function main(): Promise<number> {
   const need = neededBytes();
   if (free < need * 1.1 + 2 ** 30) {
     throw new Error(`${settings.parent} has ${(free / 2 ** 30).toFixed(1)} GiB free; this run needs about ${(need / 2 ** 30).toFixed(1)} GiB ` +
-      '(lower REPLFS_BENCH_SIZE_MB or REPLFS_BENCH_REPEAT, or point REPLFS_BENCH_DIR elsewhere)');
+      '(lower REPLFS_BENCH_SIZE_MB or REPLFS_BENCH_REPEAT, for replication REPLFS_BENCH_REPL_SCALE or REPLFS_BENCH_REPL_HUGE_MB, or point REPLFS_BENCH_DIR elsewhere)');
   }
   const facts = await machineFacts(settings.parent);
   const fsType = facts.find(([k]) => k === 'scratch fs')![1];
@@ -373,6 +430,8 @@ async function main(): Promise<number> {
 
   const results: Results = new Map();
   let snap: SnapReport | null = null;
+  let repl: ReplReport | null = null;
+  let replError: string | null = null;
   let journals: string[] = [];
   try {
     // The snapshot group mounts volumes of its own; the four main ones serve the other workloads.
@@ -387,6 +446,15 @@ async function main(): Promise<number> {
     if (snapWorkloads.length) {
       if (settings.configs.includes('replfs')) snap = await runSnapshotGroup();
       else warn(`the snapshot workloads (${snapWorkloads.join(',')}) need replfs in REPLFS_BENCH_CONFIGS; skipped`);
+    }
+    if (replWorkloads.length) {
+      // A failure of replfs is a failed row; this catches what keeps the group from running at all (no sshd, say).
+      repl = await runReplicationGroup().catch((err: Error) => {
+        if (signalled) throw err;
+        replError = err.message;
+        warn(`the replication group could not run: ${err.message}`);
+        return null;
+      });
     }
   } catch (err) {
     if (!signalled) {
@@ -430,13 +498,19 @@ async function main(): Promise<number> {
     out.push(snapshotChecksTable(snap.checks));
     if (snap.notes.length) out.push('', ...snap.notes);
   }
+  if (repl) {
+    out.push('', ...repl.settings);
+    out.push(...replicationTables(repl));
+  }
+  if (replError) out.push('', `replication: the group could not run: ${replError}`);
   console.log(out.join('\n'));
 
   if (process.env.REPLFS_BENCH_JSON) {
     const samples = Object.fromEntries([...results].map(([wid, m]) => [wid, Object.fromEntries(m)]));
-    fs.writeFileSync(process.env.REPLFS_BENCH_JSON, JSON.stringify({ facts: Object.fromEntries(facts), settings, coldCache, samples, checks, snapshots: snap }, null, 2) + '\n');
+    fs.writeFileSync(process.env.REPLFS_BENCH_JSON, JSON.stringify({ facts: Object.fromEntries(facts), settings, coldCache, samples, checks, snapshots: snap, replication: repl, replicationError: replError }, null, 2) + '\n');
   }
-  const missed = checks.filter((c) => c.verdict === 'MISS').length + (snap?.checks.filter((c) => c.verdict === 'MISS').length ?? 0);
+  const missed = checks.filter((c) => c.verdict === 'MISS').length + (snap?.checks.filter((c) => c.verdict === 'MISS').length ?? 0)
+    + (repl?.cases.flatMap((c) => c.checks).filter((c) => c.verdict === 'MISS' || c.verdict === 'FAILED').length ?? 0) + (replError ? 1 : 0);
   return process.env.REPLFS_BENCH_STRICT === '1' && missed > 0 ? 1 : 0;
 }
 

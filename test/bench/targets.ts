@@ -57,6 +57,18 @@ export function makeTarget(name: ConfigName, scratch: string, dirName: string = 
   return { name, backing, path: mountpoint ?? backing, mountpoint, pid: null, child: null, env };
 }
 
+/**
+ * A replfs volume mounted in place, as users run it (`replfs init <dir>`, then
+ * `replfs mount <dir>`): the backing directory, the mountpoint and the workload path are
+ * one and the same. `env` is added to the environment of every `replfs` command, the
+ * mount's included (the daemon runs `replfs sync`, so it sees the mount's environment).
+ */
+export function makeInPlaceTarget(scratch: string, dirName: string, env: Record<string, string> = {}): Target {
+  const dir = path.join(scratch, dirName);
+  fs.mkdirSync(dir, { recursive: true });
+  return { name: 'replfs', backing: dir, path: dir, mountpoint: dir, pid: null, child: null, env: { ...replfsEnv(path.join(scratch, 'run')), ...env } };
+}
+
 const EXPECTED_FSTYPE: Record<ConfigName, string | null> = {
   direct: null, bindfs: 'fuse', replfs: 'fuse.replfs', 'replfs-nojournal': 'fuse.replfs',
 };
@@ -84,7 +96,8 @@ export async function up(t: Target): Promise<void> {
   } else {
     await replfs(t, ['init', t.backing]);
     const extra = (process.env.REPLFS_BENCH_MOUNT_OPTS ?? '').split(/\s+/).filter(Boolean).flatMap((o) => ['-o', o]);
-    await must(process.execPath, [BIN, 'mount', t.backing, mnt, ...extra], { env: t.env, timeoutMs: 120_000 });
+    const where = mnt === t.backing ? [mnt] : [t.backing, mnt];
+    await must(process.execPath, [BIN, 'mount', ...where, ...extra], { env: t.env, timeoutMs: 120_000 });
     const status = JSON.parse((await replfs(t, ['status', '--json', mnt])).stdout) as { pid: number | null };
     t.pid = status.pid;
   }
