@@ -11,6 +11,7 @@
 // inode). Data and attributes need no log: the next sync sends every file the stopped one
 // touched again, and the block compare makes what already arrived free.
 import { constants as fsConstants } from 'node:fs';
+import { open as openFile } from 'node:fs/promises';
 import { ROOT_FID, type FileId } from '../core/types.js';
 import { FsError, ReplfsError, hasCode } from '../errors/index.js';
 import type { Volume } from '../volume/index.js';
@@ -90,8 +91,8 @@ export interface ReceiverApi {
   compare(fid: FileId, offset: number, blockSize: number, length: number, hashes: Buffer[]): Promise<number[]>;
   write(fid: FileId, offset: number, data: Buffer): Promise<void>;
   finish(): Promise<{ replicaSnapshot: string | null }>;
-  /** The sync is abandoned: let go of what it holds. */
-  abort(): Promise<void>;
+  /** The sync is abandoned (for `reason`, if known): let go of what it holds. */
+  abort(reason?: unknown): Promise<void>;
 }
 
 /** A plan step as logged, with the inode of the file it moves when that was known. */
@@ -292,7 +293,7 @@ export class Receiver implements ReceiverApi {
     return { replicaSnapshot: rec.name };
   }
 
-  async abort(): Promise<void> {
+  async abort(reason?: unknown): Promise<void> {
     const open = [...this.openFiles.values()];
     this.openFiles.clear();
     for (const f of open) {
@@ -304,6 +305,20 @@ export class Receiver implements ReceiverApi {
     for (const v of views) {
       const h = await v.catch(() => null);
       if (h) this.view?.release(h);
+    }
+    // Out of space: what this sync wrote into files it made goes, or the replica could not
+    // even open its database for the next sync. No snapshot sees those files; the next
+    // sync sends them again.
+    if (hasCode(reason, 'ENOSPC', 'EDQUOT')) {
+      for (const fid of this.fresh) {
+        const c = this.byFid.get(fid);
+        if (c?.node?.type !== 'file') continue;
+        const rel = this.pathOf(fid);
+        await this.checkPath(rel, 'file')
+          .then(() => openFile(this.replica.backing.abs(rel), fsConstants.O_WRONLY | fsConstants.O_NOFOLLOW))
+          .then((f) => f.truncate(0).finally(() => f.close()))
+          .catch(() => undefined);
+      }
     }
   }
 

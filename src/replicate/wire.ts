@@ -33,9 +33,24 @@ export class RemoteReceiver implements ReceiverApi {
   private answer: (Waiter<Frame> & { type: FrameTypeName }) | null = null;
   private failure: Error | null = null;
   private nextId = 1;
+  /** Settles once the receiver's frames stop (an error frame, or the connection's end). */
+  private readonly reading: Promise<void>;
 
   constructor(private readonly conn: Connection, private readonly opts: { compress?: boolean } = {}) {
-    void this.read();
+    this.reading = this.read();
+  }
+
+  /**
+   * The reason a request failed: a receiver that refuses sends an `error` frame and hangs
+   * up, and a request being written then fails with the hang-up; what the receiver said is
+   * the reason worth telling (once its frames are read, which takes a moment).
+   */
+  private async why(err: unknown): Promise<never> {
+    if (err instanceof ConnectionError) {
+      await Promise.race([this.reading, new Promise((r) => setTimeout(r, 2000))]);
+      if (this.failure && !(this.failure instanceof ConnectionError)) throw this.failure;
+    }
+    throw err;
   }
 
   /** Bytes this connection carried, both ways. */
@@ -56,13 +71,21 @@ export class RemoteReceiver implements ReceiverApi {
   }
 
   async files(changes: FileChange[], complete: boolean): Promise<FilesResult> {
-    for (const c of changes) await this.conn.sendJson('file', c);
-    await this.conn.sendJson('filesEnd', { count: changes.length, complete });
+    try {
+      for (const c of changes) await this.conn.sendJson('file', c);
+      await this.conn.sendJson('filesEnd', { count: changes.length, complete });
+    } catch (err) {
+      return this.why(err);
+    }
     const r = decodeJson(await this.expect('applied')) as Partial<FilesResult>;
     return { steps: Number(r.steps ?? 0), ...(Array.isArray(r.differences) ? { differences: r.differences, total: Number(r.total ?? r.differences.length) } : {}) };
   }
 
-  async compare(fid: FileId, offset: number, blockSize: number, length: number, hashes: Buffer[]): Promise<number[]> {
+  compare(fid: FileId, offset: number, blockSize: number, length: number, hashes: Buffer[]): Promise<number[]> {
+    return this.compareRanges(fid, offset, blockSize, length, hashes).catch((err) => this.why(err));
+  }
+
+  private async compareRanges(fid: FileId, offset: number, blockSize: number, length: number, hashes: Buffer[]): Promise<number[]> {
     const parts: Promise<number[]>[] = [];
     for (let at = 0; at < hashes.length; at += MAX_HASHES) {
       const part = hashes.slice(at, at + MAX_HASHES);
@@ -85,7 +108,11 @@ export class RemoteReceiver implements ReceiverApi {
     return (await Promise.all(parts)).flat();
   }
 
-  async write(fid: FileId, offset: number, data: Buffer): Promise<void> {
+  write(fid: FileId, offset: number, data: Buffer): Promise<void> {
+    return this.sendBlock(fid, offset, data).catch((err) => this.why(err));
+  }
+
+  private async sendBlock(fid: FileId, offset: number, data: Buffer): Promise<void> {
     if (this.opts.compress) {
       const packed = await deflate(data, { level: 1 });
       if (packed.length < data.length * 0.9) {
@@ -104,7 +131,7 @@ export class RemoteReceiver implements ReceiverApi {
   }
 
   async finish(): Promise<{ replicaSnapshot: string | null }> {
-    await this.conn.sendJson('end', {});
+    await this.conn.sendJson('end', {}).catch((err) => this.why(err));
     const done = decodeJson(await this.expect('confirmed')) as { replicaSnapshot?: unknown };
     return { replicaSnapshot: typeof done.replicaSnapshot === 'string' ? done.replicaSnapshot : null };
   }
@@ -112,6 +139,7 @@ export class RemoteReceiver implements ReceiverApi {
   async abort(): Promise<void> {
     this.conn.destroy();
   }
+
 
   private expect(type: FrameTypeName): Promise<Frame> {
     if (this.failure) return Promise.reject(this.failure);
@@ -312,7 +340,7 @@ export async function serveReceiver(
     }
   } catch (err) {
     await Promise.allSettled(running);
-    await receiver?.abort().catch(() => undefined);
+    await receiver?.abort(err).catch(() => undefined);
     // A full disk may clear up: the sender is told it may try again later.
     const full = hasCode(err, 'ENOSPC', 'EDQUOT');
     const transient = full || (err instanceof ConnectionError ? err.transient : err instanceof ReplfsError ? err.exit === 'unavailable' || err.exit === 'busy' : false);
