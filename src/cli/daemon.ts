@@ -72,7 +72,7 @@ export class Daemon {
     const { opts, volume } = this;
     const socketFromHere = `${volume.backing.stateDir()}/${CONTROL_SOCKET}`;
     const actions: Record<string, Handler> = Object.fromEntries(Object.entries(ACTIONS).map(([name, action]) =>
-      [name, (args: Record<string, unknown>) => action(volume, args, { mountpoint: opts.mountpoint })]));
+      [name, (args: Record<string, unknown>, progress: (p: unknown) => void) => action(volume, args, { mountpoint: opts.mountpoint, progress })]));
     this.control = await ControlServer.listen(socketFromHere, {
       ping: async () => ({ pid: process.pid }),
       status: async () => volume.status({ mountpoint: opts.mountpoint, pid: process.pid }),

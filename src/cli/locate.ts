@@ -60,7 +60,10 @@ export async function locate(p: string): Promise<Target> {
  */
 export async function act<T>(p: string, cmd: string, args: Record<string, unknown>, opts: { timeoutMs?: number; progress?: (p: SyncProgress) => void } = {}): Promise<T> {
   const target = await locate(p);
-  if (target.kind === 'daemon') return call<T>(target.record.socket, cmd, args, opts.timeoutMs ?? 600_000);
+  if (target.kind === 'daemon') {
+    // A long sync keeps talking (progress lines), so the wait is for silence, not for the end.
+    return call<T>(target.record.socket, cmd, args, opts.timeoutMs ?? 600_000, opts.progress && ((p) => opts.progress!(p as SyncProgress)));
+  }
   const { volume } = await Volume.open(target.root, { writable: WRITES.has(cmd) });
   try {
     return (await ACTIONS[cmd]!(volume, args, { mountpoint: null, progress: opts.progress })) as T;

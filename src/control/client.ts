@@ -1,29 +1,43 @@
 // The CLI side of the control socket.
 import net from 'node:net';
 import { ExitCode, ReplfsError, type ExitCodeName } from '../errors/index.js';
-import type { ControlResponse } from './protocol.js';
+import type { ControlProgress, ControlResponse } from './protocol.js';
 
-export async function call<T>(socketPath: string, cmd: string, args: Record<string, unknown> = {}, timeoutMs = 60_000): Promise<T> {
+/**
+ * Runs a command in the daemon. `timeoutMs` is how long to wait without a word from it: a
+ * progress line (`onProgress` gets each) starts the wait again.
+ */
+export async function call<T>(socketPath: string, cmd: string, args: Record<string, unknown> = {}, timeoutMs = 60_000, onProgress?: (p: unknown) => void): Promise<T> {
   return new Promise<T>((resolve, reject) => {
     const sock = net.connect(socketPath);
     let buffered = '';
-    const timer = setTimeout(() => {
+    let answered = false;
+    const expire = () => {
       sock.destroy();
       reject(new ReplfsError('timeout', `the replfs daemon did not answer "${cmd}" within ${timeoutMs / 1000}s`));
-    }, timeoutMs);
+    };
+    let timer = setTimeout(expire, timeoutMs);
     sock.setEncoding('utf8');
     sock.on('connect', () => sock.write(JSON.stringify({ id: 1, cmd, args }) + '\n'));
     sock.on('data', (chunk: string) => {
       buffered += chunk;
-      const nl = buffered.indexOf('\n');
-      if (nl < 0) return;
-      clearTimeout(timer);
-      sock.end();
-      const res = JSON.parse(buffered.slice(0, nl)) as ControlResponse;
-      if (res.ok) resolve(res.result as T);
-      else {
-        const exit = (res.error.exit in ExitCode ? res.error.exit : 'internal') as ExitCodeName;
-        reject(new ReplfsError(exit, res.error.message, res.error.hint));
+      let nl: number;
+      while (!answered && (nl = buffered.indexOf('\n')) >= 0) {
+        const line = JSON.parse(buffered.slice(0, nl)) as ControlResponse | ControlProgress;
+        buffered = buffered.slice(nl + 1);
+        clearTimeout(timer);
+        if ('progress' in line) {
+          onProgress?.(line.progress);
+          timer = setTimeout(expire, timeoutMs);
+          continue;
+        }
+        answered = true;
+        sock.end();
+        if (line.ok) resolve(line.result as T);
+        else {
+          const exit = (line.error.exit in ExitCode ? line.error.exit : 'internal') as ExitCodeName;
+          reject(new ReplfsError(exit, line.error.message, line.error.hint));
+        }
       }
     });
     sock.on('error', (err) => {
@@ -32,7 +46,7 @@ export async function call<T>(socketPath: string, cmd: string, args: Record<stri
     });
     sock.on('close', () => {
       clearTimeout(timer);
-      if (!buffered.includes('\n')) reject(new ReplfsError('internal', `the replfs daemon closed the control connection during "${cmd}"`));
+      if (!answered) reject(new ReplfsError('internal', `the replfs daemon closed the control connection during "${cmd}"`));
     });
   });
 }

@@ -4,7 +4,8 @@ import { unlink, chmod } from 'node:fs/promises';
 import { ReplfsError, messageOf } from '../errors/index.js';
 import { MAX_LINE, type ControlErrorBody, type ControlRequest, type ControlResponse } from './protocol.js';
 
-export type Handler = (args: Record<string, unknown>) => Promise<unknown>;
+/** A command. `progress` sends a progress line to the client that asked (long commands). */
+export type Handler = (args: Record<string, unknown>, progress: (p: unknown) => void) => Promise<unknown>;
 
 /**
  * A command that takes its connection over (`receive`). It is called with the request's
@@ -86,8 +87,9 @@ export class ControlServer {
     if (!handler) {
       res = { id: req.id, ok: false, error: { exit: 'usage', message: `unknown control command ${JSON.stringify(req.cmd)}` } };
     } else {
+      const progress = (p: unknown) => { if (!sock.destroyed) sock.write(JSON.stringify({ id: req.id, progress: p }) + '\n'); };
       try {
-        res = { id: req.id, ok: true, result: await handler(req.args ?? {}) };
+        res = { id: req.id, ok: true, result: await handler(req.args ?? {}, progress) };
       } catch (err) {
         res = { id: req.id, ok: false, error: errorBody(err) };
       }

@@ -15,8 +15,9 @@ import type { Difference, ReceiverApi, ReceiverState, SyncMode } from './receive
 const CHUNK = 1024 * 1024;
 /** Requests in flight. */
 const CONCURRENCY = 16;
-/** Progress reports at most this often. */
+/** Progress reports at most this often, and at least this often. */
 const PROGRESS_MS = 200;
+const HEARTBEAT_MS = 5000;
 
 export interface SyncProgress {
   phase: 'plan' | 'names' | 'data' | 'finish';
@@ -91,8 +92,7 @@ interface Task {
 }
 
 export async function send(source: Volume, receiver: ReceiverApi, opts: SendOptions): Promise<SyncSummary> {
-  const run = await start(source, receiver, opts);
-  return run.summary;
+  return (await start(source, receiver, opts)).summary;
 }
 
 export async function verify(source: Volume, receiver: ReceiverApi, opts: Omit<SendOptions, 'mode' | 'force' | 'onStart'>): Promise<VerifySummary> {
@@ -136,6 +136,23 @@ function beginOf(source: Volume, target: SnapshotRecord, mode: SyncMode, force: 
 }
 
 async function start(source: Volume, receiver: ReceiverApi, opts: SendOptions): Promise<{ summary: SyncSummary }> {
+  // The last progress is said again every few seconds, so a long quiet step (planning a huge
+  // tree, the receiver applying its names) is not taken for a hung sync.
+  if (opts.onProgress) {
+    const report = opts.onProgress;
+    let last: SyncProgress | null = null;
+    const heartbeat = setInterval(() => { if (last) report(last); }, HEARTBEAT_MS);
+    opts = { ...opts, onProgress: (p) => { last = p; report(p); } };
+    try {
+      return await run(source, receiver, opts);
+    } finally {
+      clearInterval(heartbeat);
+    }
+  }
+  return run(source, receiver, opts);
+}
+
+async function run(source: Volume, receiver: ReceiverApi, opts: SendOptions): Promise<{ summary: SyncSummary }> {
   const began = Date.now();
   const mode = opts.mode ?? 'sync';
   const target = pick(source, opts.snapshot);
