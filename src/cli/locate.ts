@@ -2,7 +2,7 @@
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { ReplfsError } from '../errors/index.js';
-import { STATE_DIR, Volume } from '../volume/index.js';
+import { STATE_DIR, Volume, inlineSyscalls } from '../volume/index.js';
 import { call } from '../control/client.js';
 import { findRecord, type DaemonRecord } from '../control/registry.js';
 import { mountState, STALE_HINT } from '../fuse/mountpoint.js';
@@ -64,6 +64,8 @@ export async function act<T>(p: string, cmd: string, args: Record<string, unknow
     // A long sync keeps talking (progress lines), so the wait is for silence, not for the end.
     return call<T>(target.record.socket, cmd, args, opts.timeoutMs ?? 600_000, opts.progress && ((p) => opts.progress!(p as SyncProgress)));
   }
+  // This process serves no mount: its syscalls may run inline (see volume/io.ts).
+  inlineSyscalls(true);
   const { volume } = await Volume.open(target.root, { writable: WRITES.has(cmd) });
   try {
     return (await ACTIONS[cmd]!(volume, args, { mountpoint: null, progress: opts.progress })) as T;

@@ -9,6 +9,7 @@ import { Listener, printable, type Answered } from '../replicate/listener.js';
 import { readTokenFile } from '../replicate/token.js';
 import type { Command } from './command.js';
 import { receiveOn } from './receive.js';
+import { inlineSyscalls } from '../volume/index.js';
 
 /** What a replica NAME may be: a plain file name, so that it can only name a child of the root. */
 export const REPLICA_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]*$/;
@@ -62,6 +63,8 @@ async function serveStdio(root: string): Promise<number> {
   // Nothing may reach stdout but protocol frames.
   console.log = console.error;
   try {
+    // One sync and no mount to serve: syscalls inline are cheaper than the thread pool.
+    inlineSyscalls(true);
     await receiveOn(() => root, Duplex.from({ readable: process.stdin, writable: process.stdout }));
     return 0;
   } catch (err) {

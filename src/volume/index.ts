@@ -7,6 +7,7 @@ export {
 } from './format.js';
 export { LATEST, isSnapshotName } from './snapshots.js';
 export { viewIno } from './view.js';
+export { inlineSyscalls } from './io.js';
 export { readMounts, isUnder, REPLFS_FSTYPE, type MountEntry } from './mounts.js';
 export { UTIME_NOW, UTIME_OMIT, replyShimStats, configureReplyShim, cloexecAll, watchDirectory, invalidateEntry } from './sys.js';
 // The errno-carrying error, for the adapter's read-only answers.

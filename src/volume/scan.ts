@@ -1,7 +1,8 @@
 // Walking the protected directory. `init` uses the walk to record a baseline; every
 // mount uses it to find what changed while replfs was not watching (edits made while
 // unmounted, or lost with power): size, mtime and ctime against the recorded values.
-import { lstat, unlink } from 'node:fs/promises';
+import { unlink } from 'node:fs/promises';
+import { io } from './io.js';
 import type { BigIntStats } from 'node:fs';
 import { ChangeKind, ROOT_FID, type FileId, type FileType } from '../core/types.js';
 import { ReplfsError } from '../errors/index.js';
@@ -69,7 +70,7 @@ export async function walk(
   skipAtRoot: ReadonlySet<string>,
   visit: (e: WalkEntry) => FileId | undefined,
 ): Promise<void> {
-  const rootSt = await lstat(backing.abs(''), { bigint: true });
+  const rootSt = await io.lstat(backing.abs(''));
   const queue: Array<{ rel: string; fid: FileId }> = [{ rel: '', fid: ROOT_FID }];
   while (queue.length > 0) {
     const dir = queue.shift()!;
@@ -78,7 +79,7 @@ export async function walk(
     if (dir.rel !== '' && names.includes(STATE_DIR)) {
       throw new ReplfsError('refused', `${joinRel(dir.rel, STATE_DIR)} exists: protected directories cannot be nested`);
     }
-    const stats = await mapLimit(names, LSTAT_CONCURRENCY, (n) => lstat(backing.abs(joinRel(dir.rel, n)), { bigint: true }));
+    const stats = await mapLimit(names, LSTAT_CONCURRENCY, (n) => io.lstat(backing.abs(joinRel(dir.rel, n))));
     names.forEach((name, i) => {
       const st = stats[i]!;
       const rel = joinRel(dir.rel, name);
@@ -158,7 +159,7 @@ export async function reconcile(
   }
 
   const rootRec = recorded.get(ROOT_FID);
-  const rootNow = recordFromStat(await lstat(backing.abs(''), { bigint: true }), []);
+  const rootNow = recordFromStat(await io.lstat(backing.abs('')), []);
   if (!rootRec || rootRec.ino !== rootNow.ino || rootRec.ctime !== rootNow.ctime || rootRec.mtime !== rootNow.mtime) {
     if (rootRec) ops.push(...journal.mark(ROOT_FID, ChangeKind.attributes));
     ops.push(files.put(ROOT_FID, rootNow));
@@ -213,7 +214,7 @@ export async function reconcile(
 /** Records every file of a freshly protected directory, journaling nothing. */
 export async function baseline(backing: Backing, files: FileTable, skipAtRoot: ReadonlySet<string>): Promise<{ ops: Op[]; files: number; dirs: number; bytes: number }> {
   const ops: Op[] = [];
-  const rootSt = await lstat(backing.abs(''), { bigint: true });
+  const rootSt = await io.lstat(backing.abs(''));
   ops.push(files.put(ROOT_FID, recordFromStat(rootSt, [])));
   const byIno = new Map<number, FileId>();
   const recs = new Map<FileId, FileRecord>();
