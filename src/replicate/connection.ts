@@ -78,9 +78,10 @@ export class Connection {
 
   /**
    * Writes one frame given in pieces (a header and a block, say), without copying them
-   * together; nothing else is written between them.
+   * together; nothing else is written between them. Resolves once the stream took them,
+   * or (`flushed`) once it has handed them on, after which the caller may reuse their memory.
    */
-  async sendParts(parts: Buffer[]): Promise<void> {
+  async sendParts(parts: Buffer[], opts: { flushed?: boolean } = {}): Promise<void> {
     if (this.failure) throw this.failure;
     const length = parts.reduce((n, p) => n + p.length, 0);
     const rate = this.opts.sendRate;
@@ -94,14 +95,20 @@ export class Connection {
     }
     this.bytesOut += length;
     let ok = true;
-    if (parts.length === 1) {
-      ok = this.stream.write(parts[0]);
-    } else {
-      this.stream.cork();
-      for (const p of parts) ok = this.stream.write(p) && ok;
-      this.stream.uncork();
+    let written: Promise<void> | null = null;
+    this.stream.cork();
+    for (let i = 0; i < parts.length; i++) {
+      if (opts.flushed && i === parts.length - 1) {
+        written = new Promise<void>((resolve, reject) => {
+          ok = this.stream.write(parts[i], (err) => (err ? reject(this.failure ?? err) : resolve())) && ok;
+        });
+      } else {
+        ok = this.stream.write(parts[i]) && ok;
+      }
     }
+    this.stream.uncork();
     if (!ok) await this.drained();
+    if (written) await written;
   }
 
   /** One wait for 'drain' shared by every sender that found the buffer full. */

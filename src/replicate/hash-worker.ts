@@ -15,8 +15,9 @@ export interface HashReply {
   id: number;
   /** 32 bytes per block, in order. */
   hashes: ArrayBuffer;
-  /** The request's buffer, handed back for reuse. */
+  /** The request's buffer, handed back for reuse, and how much of it was hashed. */
   data: ArrayBuffer;
+  length: number;
 }
 
 parentPort!.on('message', (req: HashRequest) => {
@@ -26,6 +27,6 @@ parentPort!.on('message', (req: HashRequest) => {
   for (let i = 0; i < count; i++) {
     blake3(data.subarray(i * req.blockSize, Math.min(req.length, (i + 1) * req.blockSize))).copy(hashes, 32 * i);
   }
-  const reply: HashReply = { id: req.id, hashes: hashes.buffer as ArrayBuffer, data: req.data };
+  const reply: HashReply = { id: req.id, hashes: hashes.buffer as ArrayBuffer, data: req.data, length: req.length };
   parentPort!.postMessage(reply, [reply.hashes, reply.data]);
 });

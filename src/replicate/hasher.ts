@@ -32,13 +32,15 @@ export class HashPool {
 
   /**
    * BLAKE3 hashes of the consecutive `blockSize` blocks of `data` (the last may be short).
-   * `data` is moved to the worker and comes back as the result's `data`: do not use the
-   * original after the call. It must own its whole ArrayBuffer (Buffer.allocUnsafeSlow).
+   * `data`'s memory is moved to the worker and comes back as the result's `data`: do not
+   * use the original after the call. It must start its ArrayBuffer (Buffer.allocUnsafeSlow,
+   * or a prefix of such a buffer: the whole ArrayBuffer moves, and comes back whole in
+   * `data.buffer`, for reuse).
    */
   hash(data: Buffer, blockSize: number): Promise<{ hashes: Buffer[]; data: Buffer }> {
     if (this.closed) return Promise.reject(new Error('the hash pool is closed'));
     if (this.workers.length === 0) return Promise.reject(new Error('every hashing thread has failed'));
-    if (data.byteOffset !== 0 || data.buffer.byteLength !== data.length) {
+    if (data.byteOffset !== 0 || data.buffer.byteLength < data.length || data.buffer instanceof SharedArrayBuffer) {
       // Not transferable as is (a slice of a pooled buffer): send a copy.
       const own = Buffer.allocUnsafeSlow(data.length);
       data.copy(own);
@@ -71,7 +73,7 @@ export class HashPool {
     const all = Buffer.from(reply.hashes);
     const hashes: Buffer[] = [];
     for (let i = 0; i < all.length; i += 32) hashes.push(all.subarray(i, i + 32));
-    p.resolve({ hashes, data: Buffer.from(reply.data) });
+    p.resolve({ hashes, data: Buffer.from(reply.data, 0, reply.length) });
   }
 
   /** A thread that failed takes its requests with it and leaves the pool. */

@@ -89,6 +89,7 @@ export interface ReceiverApi {
    * is given its size), so zero blocks are never sent.
    */
   compare(fid: FileId, offset: number, blockSize: number, length: number, hashes: Buffer[]): Promise<number[]>;
+  /** Resolves once `data` is no longer needed: the caller may then reuse its memory. */
   write(fid: FileId, offset: number, data: Buffer): Promise<void>;
   finish(): Promise<{ replicaSnapshot: string | null }>;
   /** The sync is abandoned (for `reason`, if known): let go of what it holds. */
@@ -118,6 +119,8 @@ export class Receiver implements ReceiverApi {
   private known = new Map<FileId, OriginNode>();
   /** Files this sync created: empty until its blocks arrive, so nothing needs reading to compare. */
   private readonly fresh = new Set<FileId>();
+  /** New files not made yet: each is made when its first block arrives, or at the end. */
+  private readonly deferred = new Map<FileId, LoggedStep>();
   /** Each file's size before this sync wrote to it: past it, the replica holds zeros. */
   private readonly sizeBefore = new Map<FileId, Promise<number>>();
   private readonly openFiles = new Map<FileId, Promise<OpenFile>>();
@@ -159,9 +162,11 @@ export class Receiver implements ReceiverApi {
         'replfs verify lists the differences; replfs sync --force makes the replica equal to the source again');
     }
     if (meta?.pending) {
-      if (meta.pending.names === 'planned') {
+      // Steps still logged: names half changed, or files the stopped sync had not made yet.
+      const logged = await this.replica.loggedPlan<LoggedStep>();
+      if (meta.pending.names === 'planned' || logged.length > 0) {
         if (b.mode !== 'sync') throw new ReplfsError('refused', 'an earlier sync stopped while changing names; a real sync finishes it first', 'run replfs sync without --dry-run');
-        await this.replay();
+        await this.replay(logged);
       }
       state.resume = { name: meta.pending.name, sourceTime: meta.pending.sourceTime };
     }
@@ -194,7 +199,7 @@ export class Receiver implements ReceiverApi {
     // Planned (and so checked) before anything changes: a refused change set leaves the
     // replica as it was, ready for the next sync.
     const steps = plan({ current: (fid) => this.current(fid), changes: new Map(changes.map((c) => [c.fid, c.node])), stage: this.stage });
-    for (const c of changes) if (c.node && !this.current(c.fid)) this.fresh.add(c.fid);
+    for (const step of steps) if (step.op === 'create') this.fresh.add(step.fid);
     if (b.mode === 'dry-run') return { steps: steps.length };
     const logged: LoggedStep[] = [];
     for (const s of steps) {
@@ -210,9 +215,19 @@ export class Receiver implements ReceiverApi {
       ...(this.meta?.divergent ? { divergent: this.meta.divergent } : {}),
     };
     await this.replica.logPlan(pendingMeta, logged, nodes);
-    await this.runPlan(logged, false);
+    // A new file with one name is made when its first block arrives (or at the end): names
+    // and data then overlap, and it is written through the descriptor that made it. Its
+    // step stays logged until the replica snapshot, so a sync that stops before making it
+    // has the next one make it.
+    const linked = new Set(logged.filter((x) => x.op === 'link').map((x) => x.fid));
+    const now: LoggedStep[] = [];
+    for (const x of logged) {
+      if (x.op === 'create' && x.type === 'file' && !linked.has(x.fid)) this.deferred.set(x.fid, x);
+      else now.push(x);
+    }
+    await this.runPlan(now, false);
     this.meta = { ...pendingMeta, pending: { ...pendingMeta.pending!, names: 'applied' } };
-    await this.replica.commitPlan(this.meta);
+    await this.replica.commitPlan(this.meta, [...this.deferred.values()]);
     this.checkedDirs.clear();
     return { steps: steps.length };
   }
@@ -274,6 +289,8 @@ export class Receiver implements ReceiverApi {
     const b = this.need();
     await this.abort();
     if (b.mode !== 'sync') return { replicaSnapshot: null };
+    // New files no block was sent for (empty, or all zeros).
+    await mapLimit([...this.deferred.keys()], CONCURRENCY, async (fid) => this.replica.release(await this.makeDeferred(fid)));
     // Sizes and attributes: files first, then directories deepest first (their times last).
     const kept = this.changes.filter((c) => c.node && c.attr);
     const depth = (c: FileChange) => (c.fid === ROOT_FID ? 0 : this.pathOf(c.fid).split('/').length);
@@ -288,7 +305,7 @@ export class Receiver implements ReceiverApi {
     const rec = await this.replica.snapshot({
       name: this.replica.reserveSnapshotName(new Date(b.snapshot.sourceTime)),
       sourceTime: b.snapshot.sourceTime, label: b.snapshot.label, consistency: b.snapshot.consistency,
-      extraOps: [this.replica.replicaMetaOp(meta)],
+      extraOps: [this.replica.replicaMetaOp(meta), ...(await this.replica.planLogDeletes())],
     });
     return { replicaSnapshot: rec.name };
   }
@@ -333,8 +350,7 @@ export class Receiver implements ReceiverApi {
   }
 
   /** Finishes the names of a sync that stopped while changing them, then records them as made. */
-  private async replay(): Promise<void> {
-    const steps = await this.replica.loggedPlan<LoggedStep>();
+  private async replay(steps: LoggedStep[]): Promise<void> {
     await this.runPlan(steps, true);
     this.meta = { ...this.meta!, pending: { ...this.meta!.pending!, names: 'applied' } };
     await this.replica.commitPlan(this.meta);
@@ -509,7 +525,19 @@ export class Receiver implements ReceiverApi {
     }
   }
 
+  /** Makes a new file whose creation was left for its first block; returns it open. */
+  private async makeDeferred(fid: FileId): Promise<number> {
+    const step = this.deferred.get(fid)!;
+    this.deferred.delete(fid);
+    this.sizeBefore.set(fid, Promise.resolve(0));
+    if (step.op !== 'create') throw new ReplfsError('internal', `step for ${fid} is not a creation`);
+    await this.checkPath(step.path);
+    const me = { uid: this.replica.myUid, gid: this.replica.myGid, pid: process.pid };
+    return this.replica.create(`/${step.path}`, 0o600, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_EXCL, me);
+  }
+
   private async openFile(fid: FileId): Promise<OpenFile> {
+    if (this.deferred.has(fid)) return { fd: await this.makeDeferred(fid), users: 0 };
     await this.sizeOf(fid);
     const rel = this.dataPathOf(fid);
     const fd = await this.replica.open(`/${rel}`, this.need().mode === 'sync' ? fsConstants.O_RDWR : fsConstants.O_RDONLY);

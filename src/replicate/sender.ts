@@ -269,12 +269,19 @@ async function transfer(
       }
     }
   };
+  // Chunk buffers are reused: a gigabyte of fresh ones costs page faults, and garbage
+  // collections that the external memory brings on.
+  const spare: ArrayBuffer[] = [];
   const chunk = async (h: ViewHandle, { c, pos, len }: Task) => {
-    const buf = Buffer.allocUnsafeSlow(len);
+    const mem = spare.pop();
+    const buf = mem ? Buffer.from(mem, 0, len) : Buffer.allocUnsafeSlow(step).subarray(0, len);
     const got = await readFull((b, n, p) => view.read(h, b, n, p), buf, len, pos);
-    if (got === 0) return;
+    if (got === 0) {
+      spare.push(buf.buffer as ArrayBuffer);
+      return;
+    }
     counts.bytesRead += got;
-    const { hashes, data } = await opts.hashPool.hash(got === len ? buf : buf.subarray(0, got), blockSize);
+    const { hashes, data } = await opts.hashPool.hash(buf.subarray(0, got), blockSize);
     const needed = await receiver.compare(c.fid, pos, blockSize, got, hashes);
     counts.blocksSkipped += hashes.length - needed.length;
     for (const i of needed) {
@@ -284,6 +291,8 @@ async function transfer(
       counts.bytesSent += block.length;
       counts.blocksSent++;
     }
+    // Every block of it is written (or handed to the connection): the memory is free again.
+    spare.push(data.buffer as ArrayBuffer);
   };
   await Promise.all(Array.from({ length: Math.min(CONCURRENCY, tasks.length) }, worker));
   // Handles of files whose tasks stopped early.

@@ -127,7 +127,8 @@ export class RemoteReceiver implements ReceiverApi {
     const head = Buffer.alloc(16);
     head.writeBigUInt64BE(BigInt(fid), 0);
     head.writeBigUInt64BE(BigInt(offset), 8);
-    await this.conn.sendParts([frameHead('block', head, head.length + data.length), data]);
+    // Resolved once the stream has handed `data` on: the sender reuses its memory.
+    await this.conn.sendParts([frameHead('block', head, head.length + data.length), data], { flushed: true });
   }
 
   async finish(): Promise<{ replicaSnapshot: string | null }> {

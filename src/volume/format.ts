@@ -64,9 +64,9 @@ export const Sublevel = {
   hashes: 'k',
   /** replicas only: source fid -> OriginNode, the source's names as last applied */
   origin: 'o',
-  /** replicas only, while a sync applies names: step index -> LoggedStep */
+  /** replicas only, while a sync applies names: chunk index -> JSON array of its plan's steps, in order */
   planSteps: 'x',
-  /** replicas only, while a sync applies names: source fid -> OriginNode (or null), as the sync leaves them */
+  /** replicas only, while a sync applies names: chunk index -> JSON array of [source fid, OriginNode | null], as the sync leaves them */
   pendingOrigin: 'y',
 } as const;
 

@@ -1206,41 +1206,45 @@ export class Volume {
   /**
    * Logs the name changes a sync is about to make (steps in order, and every changed file's
    * node as they leave it), with `meta` saying so, durably: if the sync stops half way, the
-   * next one finishes them first (`loggedPlan`, `commitPlan`).
+   * next one finishes them first (`loggedPlan`, `commitPlan`). Kept in chunks of
+   * PLAN_CHUNK entries: a first copy of many files logs as many steps.
    */
   async logPlan(meta: ReplicaMeta, steps: unknown[], nodes: Array<[FileId, OriginNode | null]>): Promise<void> {
     // Leftovers of a log whose meta never landed would be taken for part of this one.
-    const stale: Op[] = [];
-    for (const sub of [Sublevel.planSteps, Sublevel.pendingOrigin]) {
-      for await (const [key] of this.store.entries(sub)) stale.push({ type: 'del', sub, key });
-    }
-    await writeChunked(this.store, stale, false);
-    const ops: Op[] = [
-      ...steps.map((step, i) => putJson(Sublevel.planSteps, hex(i), step)),
-      ...nodes.map(([fid, node]) => putJson(Sublevel.pendingOrigin, hex(fid), node)),
-      this.replicaMetaOp(meta),
-    ];
+    const ops = await this.planLogDeletes();
+    ops.push(...chunkOps(Sublevel.planSteps, steps), ...chunkOps(Sublevel.pendingOrigin, nodes), this.replicaMetaOp(meta));
     await writeChunked(this.store, ops, true);
   }
 
   /** The steps of a logged plan, in order. */
   async loggedPlan<T>(): Promise<T[]> {
     const steps: T[] = [];
-    for await (const [, value] of this.store.entries(Sublevel.planSteps)) steps.push(JSON.parse(value.toString('utf8')) as T);
+    for await (const [, value] of this.store.entries(Sublevel.planSteps)) steps.push(...(JSON.parse(value.toString('utf8')) as T[]));
     return steps;
   }
 
-  /** The logged plan is done: its nodes become the origin records, and the log goes, with `meta`. */
-  async commitPlan(meta: ReplicaMeta): Promise<void> {
+  /**
+   * The logged plan is done: its nodes become the origin records, and the log goes, with
+   * `meta`; except `keep`, steps left for later (logged again in their place).
+   */
+  async commitPlan(meta: ReplicaMeta, keep: unknown[] = []): Promise<void> {
     const ops: Op[] = [];
-    for await (const [key, value] of this.store.entries(Sublevel.pendingOrigin)) {
-      const node = JSON.parse(value.toString('utf8')) as OriginNode | null;
-      ops.push(node ? { type: 'put', sub: Sublevel.origin, key, value } : { type: 'del', sub: Sublevel.origin, key });
-      ops.push({ type: 'del', sub: Sublevel.pendingOrigin, key });
+    for await (const [, value] of this.store.entries(Sublevel.pendingOrigin)) {
+      for (const [fid, node] of JSON.parse(value.toString('utf8')) as Array<[FileId, OriginNode | null]>) {
+        ops.push(node ? putJson(Sublevel.origin, hex(fid), node) : { type: 'del', sub: Sublevel.origin, key: hex(fid) });
+      }
     }
-    for await (const [key] of this.store.entries(Sublevel.planSteps)) ops.push({ type: 'del', sub: Sublevel.planSteps, key });
-    ops.push(this.replicaMetaOp(meta));
+    ops.push(...(await this.planLogDeletes()), ...chunkOps(Sublevel.planSteps, keep), this.replicaMetaOp(meta));
     await writeChunked(this.store, ops, false);
+  }
+
+  /** Operations that remove a plan log, for a batch of the caller's. */
+  async planLogDeletes(): Promise<Op[]> {
+    const ops: Op[] = [];
+    for (const sub of [Sublevel.planSteps, Sublevel.pendingOrigin]) {
+      for await (const [key] of this.store.entries(sub)) ops.push({ type: 'del', sub, key });
+    }
+    return ops;
   }
 
   snapshots(): SnapshotRecord[] {
@@ -1778,6 +1782,15 @@ async function noteDivergence(store: Store, found: Omit<ReconcileResult, 'ops'>)
     examples: [...new Set([...(was?.examples ?? []), ...found.examples])].slice(0, 10),
   };
   return [putJson(Sublevel.meta, MetaKey.replica, { ...meta, divergent } satisfies ReplicaMeta)];
+}
+
+/** Entries of a plan log per LevelDB value. */
+const PLAN_CHUNK = 512;
+
+function chunkOps(sub: string, items: unknown[]): Op[] {
+  const ops: Op[] = [];
+  for (let i = 0; i < items.length; i += PLAN_CHUNK) ops.push(putJson(sub, hex(i / PLAN_CHUNK), items.slice(i, i + PLAN_CHUNK)));
+  return ops;
 }
 
 async function writeChunked(store: Store, ops: Op[], sync: boolean): Promise<void> {
