@@ -7,7 +7,7 @@ import { clip, coalesce } from '../volume/extents.js';
 import { mapLimit } from '../volume/limit.js';
 import type { Volume } from '../volume/index.js';
 import { typeOfTag } from '../volume/format.js';
-import type { Node, NodeType } from './plan.js';
+import type { NameRef, Node, NodeType } from './plan.js';
 
 /** One file's state as of the snapshot being sent. */
 export interface FileChange {
@@ -105,15 +105,20 @@ export async function changeSet(volume: Volume, base: string | null, target: str
     }
     out.push(...await mapLimit([...ranges], CONCURRENCY, ([fid, r]) => describe(volume, target, fid, r, withPaths)));
     // A directory that gained or lost a name changed its times; the journal knows it only as
-    // a change of its entries, so it comes along with the names that came and went.
+    // a change of its entries, so it comes along with the names that came and went (the
+    // directories of a file whose names did not change are left out).
     const parents = new Set<FileId>();
+    const key = (names: readonly NameRef[]) => names.map(([p, n]) => `${p}/${n}`).sort().join('\0');
+    const nowNames = new Map(out.map((c) => [c.fid, c.node?.names ?? []]));
     await mapLimit([base, ...snaps.slice(1)], 2, async (snap) => {
       const view = volume.view(snap);
       await mapLimit([...ranges.keys()], CONCURRENCY, async (fid) => {
-        if (await view.has(fid)) for (const [parent] of await view.namesOf(fid)) parents.add(parent);
+        const then = (await view.has(fid)) ? await view.namesOf(fid) : [];
+        const now = nowNames.get(fid) ?? [];
+        if (key(then) === key(now)) return;
+        for (const [parent] of [...then, ...now]) parents.add(parent);
       });
     });
-    for (const c of out) for (const [parent] of c.node?.names ?? []) parents.add(parent);
     const extra = [...parents].filter((fid) => !ranges.has(fid));
     for (const c of await mapLimit(extra, CONCURRENCY, (fid) => describe(volume, target, fid, [], withPaths))) if (c.node) out.push(c);
   }

@@ -209,9 +209,18 @@ export class Receiver implements ReceiverApi {
     }
     const nodes: Array<[FileId, OriginNode | null]> = changes.map((c) => [c.fid,
       c.node ? { t: typeTagOf(c.node), n: c.node.names.map(([parent, n]) => [parent, n] as [FileId, string]) } : null]);
+    // The staging directory is made in the root, which changes the root's times: unless the
+    // change set gives the root its times anyway, they are put back afterwards (and kept in
+    // the log, for a sync that stops before that).
+    const usesStage = logged.some((x) => (x.op === 'rename' || x.op === 'link' ? [x.from, x.to] : [x.path]).some((p) => p.startsWith(`${this.stage}/`)));
+    let rootTimes: [string, string] | undefined;
+    if (usesStage && !this.byFid.get(ROOT_FID)?.attr) {
+      const st = await this.replica.lstatRel('');
+      if (st) rootTimes = [st.atimeNs.toString(), st.mtimeNs.toString()];
+    }
     const pendingMeta: ReplicaMeta = {
       sourceVolumeId: b.sourceVolumeId, base: this.meta?.base ?? null,
-      pending: { name: b.snapshot.name, sourceTime: b.snapshot.sourceTime, names: 'planned' },
+      pending: { name: b.snapshot.name, sourceTime: b.snapshot.sourceTime, names: 'planned', ...(rootTimes ? { rootTimes } : {}) },
       ...(this.meta?.divergent ? { divergent: this.meta.divergent } : {}),
     };
     await this.replica.logPlan(pendingMeta, logged, nodes);
@@ -225,7 +234,7 @@ export class Receiver implements ReceiverApi {
       if (x.op === 'create' && x.type === 'file' && !linked.has(x.fid)) this.deferred.set(x.fid, x);
       else now.push(x);
     }
-    await this.runPlan(now, false);
+    await this.runPlan(now, false, rootTimes);
     this.meta = { ...pendingMeta, pending: { ...pendingMeta.pending!, names: 'applied' } };
     await this.replica.commitPlan(this.meta, [...this.deferred.values()]);
     this.checkedDirs.clear();
@@ -342,16 +351,19 @@ export class Receiver implements ReceiverApi {
   // ---------------------------------------------------------------- names
 
   /** Runs plan steps batch by batch; `replaying` skips the ones an earlier run already made. */
-  private async runPlan(steps: LoggedStep[], replaying: boolean): Promise<void> {
+  private async runPlan(steps: LoggedStep[], replaying: boolean, rootTimes?: [string, string]): Promise<void> {
     const me = { uid: this.replica.myUid, gid: this.replica.myGid, pid: process.pid };
-    await this.replica.mkdir(`/${this.stage}`, 0o700, me).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'EEXIST') throw err; });
+    const stage = (p: string) => p.startsWith(`${this.stage}/`);
+    const usesStage = steps.some((x) => (x.op === 'rename' || x.op === 'link' ? stage(x.from) || stage(x.to) : stage(x.path)));
+    if (usesStage) await this.replica.mkdir(`/${this.stage}`, 0o700, me).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'EEXIST') throw err; });
     for (const batch of stepBatches(steps)) await mapLimit(batch, CONCURRENCY, (s) => this.apply(s as LoggedStep, me, replaying));
-    await this.replica.rmdir(`/${this.stage}`);
+    if (usesStage || (replaying && await this.replica.lstatRel(this.stage))) await this.replica.rmdir(`/${this.stage}`);
+    if (rootTimes) await this.replica.utimens('/', specOf(rootTimes[0]), specOf(rootTimes[1]));
   }
 
   /** Finishes the names of a sync that stopped while changing them, then records them as made. */
   private async replay(steps: LoggedStep[]): Promise<void> {
-    await this.runPlan(steps, true);
+    await this.runPlan(steps, true, this.meta?.pending?.names === 'planned' ? this.meta.pending.rootTimes : undefined);
     this.meta = { ...this.meta!, pending: { ...this.meta!.pending!, names: 'applied' } };
     await this.replica.commitPlan(this.meta);
     this.checkedDirs.clear();

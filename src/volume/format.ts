@@ -116,6 +116,8 @@ export interface PendingSync {
   sourceTime: string;
   /** `planned`: its name changes are logged (planSteps, pendingOrigin) and may be half done; `applied`: they are done. */
   names: 'planned' | 'applied';
+  /** The root's atime and mtime (ns) before the staging directory was made in it, to put back. */
+  rootTimes?: [string, string];
 }
 
 export interface Divergence {
