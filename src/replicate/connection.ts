@@ -1,6 +1,6 @@
 // A replication connection: frames in and out of one duplex byte stream (a pipe, ssh's
 // stdio, or a TCP socket), with the handshake on top. Both ends use it.
-import type { Duplex } from 'node:stream';
+import type { Duplex, Writable } from 'node:stream';
 import { FrameDecoder, ProtocolError, decodeJson, encodeJson, encodeFrame, type Frame, type FrameTypeName } from './frames.js';
 import { answerHello, makeHello, type Welcome, type WireError } from './handshake.js';
 
@@ -18,6 +18,11 @@ export const HANDSHAKE_TIMEOUT_MS = 15_000;
 export interface ConnectionOptions {
   /** Most bytes per second this side sends (--bwlimit); unlimited when absent. */
   sendRate?: number;
+  /**
+   * Where to write, when `stream` only wraps it (Duplex.from over a child's stdin): writing
+   * to the real stream tells when the bytes have left (see sendParts), the wrapper does not.
+   */
+  output?: Writable;
 }
 
 export class Connection {
@@ -31,7 +36,10 @@ export class Connection {
   /** When the rate limit lets the next byte go (ms, performance.now()). */
   private nextSend = 0;
 
+  private readonly out: Writable;
+
   constructor(private readonly stream: Duplex, private opts: ConnectionOptions = {}) {
+    this.out = opts.output ?? stream;
     stream.on('data', (chunk: Buffer) => {
       this.bytesIn += chunk.length;
       if (this.failure) return;
@@ -96,17 +104,17 @@ export class Connection {
     this.bytesOut += length;
     let ok = true;
     let written: Promise<void> | null = null;
-    this.stream.cork();
+    this.out.cork();
     for (let i = 0; i < parts.length; i++) {
       if (opts.flushed && i === parts.length - 1) {
         written = new Promise<void>((resolve, reject) => {
-          ok = this.stream.write(parts[i], (err) => (err ? reject(this.failure ?? err) : resolve())) && ok;
+          ok = this.out.write(parts[i], (err) => (err ? reject(this.failure ?? err) : resolve())) && ok;
         });
       } else {
-        ok = this.stream.write(parts[i]) && ok;
+        ok = this.out.write(parts[i]) && ok;
       }
     }
-    this.stream.uncork();
+    this.out.uncork();
     if (!ok) await this.drained();
     if (written) await written;
   }
@@ -115,10 +123,10 @@ export class Connection {
   private draining: Promise<void> | null = null;
   private drained(): Promise<void> {
     this.draining ??= new Promise<void>((resolve, reject) => {
-      const onDrain = () => { this.stream.off('close', onClose); this.draining = null; resolve(); };
-      const onClose = () => { this.stream.off('drain', onDrain); this.draining = null; reject(this.failure ?? new ConnectionError('closed', 'the connection closed', true)); };
-      this.stream.once('drain', onDrain);
-      this.stream.once('close', onClose);
+      const onDrain = () => { this.out.off('close', onClose); this.draining = null; resolve(); };
+      const onClose = () => { this.out.off('drain', onDrain); this.draining = null; reject(this.failure ?? new ConnectionError('closed', 'the connection closed', true)); };
+      this.out.once('drain', onDrain);
+      this.out.once('close', onClose);
     });
     return this.draining;
   }
@@ -134,12 +142,12 @@ export class Connection {
 
   /** Sends an `error` frame and closes the stream once it is written. */
   sendError(error: WireError): void {
-    if (this.stream.writableEnded || this.stream.destroyed) return;
-    this.stream.end(encodeFrame('error', Buffer.from(JSON.stringify(error), 'utf8')));
+    if (this.out.writableEnded || this.out.destroyed) return;
+    this.out.end(encodeFrame('error', Buffer.from(JSON.stringify(error), 'utf8')));
   }
 
   close(): void {
-    if (!this.stream.destroyed) this.stream.end();
+    if (!this.out.destroyed) this.out.end();
   }
 
   /**
@@ -148,7 +156,7 @@ export class Connection {
    * for this, or its last frame (often an `error`) may never leave.
    */
   async flushed(timeoutMs = 5000): Promise<void> {
-    const s = this.stream;
+    const s = this.out;
     if (s.writableFinished || s.destroyed) return;
     if (!s.writableEnded) s.end();
     await new Promise<void>((resolve) => {
@@ -162,6 +170,7 @@ export class Connection {
 
   destroy(): void {
     this.stream.destroy();
+    if (this.out !== this.stream) this.out.destroy();
   }
 
   private deliver(f: Frame): void {

@@ -165,7 +165,7 @@ export class Receiver implements ReceiverApi {
       // Steps still logged: names half changed, or files the stopped sync had not made yet.
       const logged = await this.replica.loggedPlan<LoggedStep>();
       if (meta.pending.names === 'planned' || logged.length > 0) {
-        if (b.mode !== 'sync') throw new ReplfsError('refused', 'an earlier sync stopped while changing names; a real sync finishes it first', 'run replfs sync without --dry-run');
+        if (b.mode !== 'sync') throw new ReplfsError('refused', 'an earlier sync to this replica stopped half way; a real sync finishes it first', 'run replfs sync without --dry-run');
         await this.replay(logged);
       }
       state.resume = { name: meta.pending.name, sourceTime: meta.pending.sourceTime };
@@ -201,20 +201,18 @@ export class Receiver implements ReceiverApi {
     const steps = plan({ current: (fid) => this.current(fid), changes: new Map(changes.map((c) => [c.fid, c.node])), stage: this.stage });
     for (const step of steps) if (step.op === 'create') this.fresh.add(step.fid);
     if (b.mode === 'dry-run') return { steps: steps.length };
-    const logged: LoggedStep[] = [];
-    for (const s of steps) {
+    const logged: LoggedStep[] = await mapLimit(steps, CONCURRENCY, async (s) => {
       const from = s.op === 'rename' || s.op === 'link' ? s.from : s.op === 'create' ? null : s.path;
-      const st = from !== null && !from.startsWith(`${this.stage}/`) ? await this.replica.lstatRel(from) : null;
-      logged.push(st ? { ...s, ino: Number(st.ino) } : s);
-    }
+      const st = from !== null && !this.staged(from) ? await this.replica.lstatRel(from) : null;
+      return st ? { ...s, ino: Number(st.ino) } : s;
+    });
     const nodes: Array<[FileId, OriginNode | null]> = changes.map((c) => [c.fid,
       c.node ? { t: typeTagOf(c.node), n: c.node.names.map(([parent, n]) => [parent, n] as [FileId, string]) } : null]);
     // The staging directory is made in the root, which changes the root's times: unless the
     // change set gives the root its times anyway, they are put back afterwards (and kept in
     // the log, for a sync that stops before that).
-    const usesStage = logged.some((x) => (x.op === 'rename' || x.op === 'link' ? [x.from, x.to] : [x.path]).some((p) => p.startsWith(`${this.stage}/`)));
     let rootTimes: [string, string] | undefined;
-    if (usesStage && !this.byFid.get(ROOT_FID)?.attr) {
+    if (this.usesStage(logged) && !this.byFid.get(ROOT_FID)?.attr) {
       const st = await this.replica.lstatRel('');
       if (st) rootTimes = [st.atimeNs.toString(), st.mtimeNs.toString()];
     }
@@ -353,12 +351,20 @@ export class Receiver implements ReceiverApi {
   /** Runs plan steps batch by batch; `replaying` skips the ones an earlier run already made. */
   private async runPlan(steps: LoggedStep[], replaying: boolean, rootTimes?: [string, string]): Promise<void> {
     const me = { uid: this.replica.myUid, gid: this.replica.myGid, pid: process.pid };
-    const stage = (p: string) => p.startsWith(`${this.stage}/`);
-    const usesStage = steps.some((x) => (x.op === 'rename' || x.op === 'link' ? stage(x.from) || stage(x.to) : stage(x.path)));
+    const usesStage = this.usesStage(steps);
     if (usesStage) await this.replica.mkdir(`/${this.stage}`, 0o700, me).catch((err: NodeJS.ErrnoException) => { if (err.code !== 'EEXIST') throw err; });
     for (const batch of stepBatches(steps)) await mapLimit(batch, CONCURRENCY, (s) => this.apply(s as LoggedStep, me, replaying));
     if (usesStage || (replaying && await this.replica.lstatRel(this.stage))) await this.replica.rmdir(`/${this.stage}`);
     if (rootTimes) await this.replica.utimens('/', specOf(rootTimes[0]), specOf(rootTimes[1]));
+  }
+
+  private staged(p: string): boolean {
+    return p.startsWith(`${this.stage}/`);
+  }
+
+  /** Whether a plan moves names through the staging directory (then made in the root for it). */
+  private usesStage(steps: readonly Step[]): boolean {
+    return steps.some((x) => (x.op === 'rename' || x.op === 'link' ? this.staged(x.from) || this.staged(x.to) : this.staged(x.path)));
   }
 
   /** Finishes the names of a sync that stopped while changing them, then records them as made. */
@@ -391,7 +397,7 @@ export class Receiver implements ReceiverApi {
       }
     }
     if (s.op === 'rename' || s.op === 'link') {
-      await this.checkPath(s.from, s.from.startsWith(`${this.stage}/`) ? undefined : type);
+      await this.checkPath(s.from, this.staged(s.from) ? undefined : type);
       await this.checkPath(s.to);
       // Plans only ever move names to free places: something there was put outside replfs.
       if (await r.lstatRel(s.to)) throw outsideChange(`${s.to} exists`);

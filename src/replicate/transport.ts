@@ -67,7 +67,7 @@ export async function connect(dest: Destination, opts: ConnectOptions = {}): Pro
   });
   const stream = Duplex.from({ readable: child.stdout!, writable: child.stdin! });
   return {
-    conn: new Connection(stream),
+    conn: new Connection(stream, { output: child.stdin! }),
     stderr: () => stderr.trim(),
     close: async () => {
       child.stdin!.end();
