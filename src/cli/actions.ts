@@ -201,7 +201,9 @@ async function reach(args: Record<string, unknown>): Promise<{ link: Link; remot
 function linkError(err: unknown, destination: string, link: Link): unknown {
   if (err instanceof ConnectionError || err instanceof ProtocolError) {
     const far = link.stderr();
-    const exit = err instanceof ConnectionError ? (err.code === 'auth' ? 'permission' : err.transient ? 'unavailable' : 'refused') : 'refused';
+    // A stream that ends inside a frame was cut, not malformed: worth another try.
+    const exit = err instanceof ConnectionError ? (err.code === 'auth' ? 'permission' : err.transient ? 'unavailable' : 'refused')
+      : err.reason === 'truncated' ? 'unavailable' : 'refused';
     return new ReplfsError(exit,
       `the sync to ${destination} failed: ${err.message}${far ? `; the destination said: ${far.split('\n').at(-1)}` : ''}`);
   }

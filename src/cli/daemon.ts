@@ -235,6 +235,10 @@ export class Daemon {
 
   /** SIGTERM / SIGINT: the same as `replfs unmount --lazy`. */
   installSignalHandlers(): void {
+    // A promise nobody waited for failed (a bug): the mount goes on serving, and the log says so.
+    process.on('unhandledRejection', (err) => {
+      this.opts.log(`internal error, not handled where it arose (the mount goes on): ${err instanceof Error ? err.stack ?? err.message : String(err)}`);
+    });
     const onSignal = (sig: NodeJS.Signals) => {
       if (this.detaching) {
         // A second signal while files still hold a detached mount: stop serving them now.

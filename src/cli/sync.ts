@@ -1,12 +1,10 @@
 // `replfs sync`: send a snapshot to a replica.
-import path from 'node:path';
 import { ReplfsError } from '../errors/index.js';
 import { formatBytes, parseSize } from '../policy/size.js';
 import type { SyncSummary } from '../replicate/sender.js';
 import { checkSnapshotName } from './actions.js';
 import { printJson, type Command } from './command.js';
-import { act } from './locate.js';
-import { progressLine } from './progress.js';
+import { TRANSPORT_OPTIONS, actWithProgress, transportArgs } from './remote.js';
 
 /** --bwlimit: a size per second with a unit (K, M, G), or a plain number of KiB per second as rsync reads it. */
 export function parseRate(text: string): number {
@@ -42,8 +40,7 @@ export const sync: Command = {
     bwlimit: { type: 'string', value: 'RATE', description: 'send at most RATE per second: 500K, 10M (a plain number is KiB/s)' },
     compress: { type: 'boolean', description: 'compress blocks on the wire (deflate), for slow links' },
     json: { type: 'boolean', description: 'print the summary as JSON' },
-    'token-file': { type: 'string', value: 'FILE', description: 'replfs:// destinations: the server\'s token, the first line of FILE' },
-    'tls-ca': { type: 'string', value: 'FILE', description: 'replfs:// destinations: speak TLS, trusting the certificate(s) in FILE' },
+    ...TRANSPORT_OPTIONS,
   },
   positionals: { min: 2, max: 2 },
   async run({ values, positionals }) {
@@ -55,18 +52,10 @@ export const sync: Command = {
     }
     if (values['dry-run'] && values.quiesce) throw new ReplfsError('usage', '--dry-run and --quiesce do not go together: a dry run takes no snapshot');
     const bwlimit = typeof values.bwlimit === 'string' ? parseRate(values.bwlimit) : null;
-    const file = (v: unknown) => (typeof v === 'string' ? path.resolve(v) : null);
-    const bar = values.json ? null : progressLine();
-    let res: SyncSummary;
-    try {
-      res = await act<SyncSummary>(source, 'sync', {
-        destination, snapshot: name ?? null, quiesce: values.quiesce === true, dryRun: values['dry-run'] === true,
-        force: values.force === true, bwlimit, compress: values.compress === true,
-        tokenFile: file(values['token-file'] ?? (process.env.REPLFS_TOKEN_FILE || undefined)), tlsCa: file(values['tls-ca']),
-      }, { progress: bar ? (p) => bar.update(p) : undefined });
-    } finally {
-      bar?.done();
-    }
+    const res = await actWithProgress<SyncSummary>(source, 'sync', {
+      destination, snapshot: name ?? null, quiesce: values.quiesce === true, dryRun: values['dry-run'] === true,
+      force: values.force === true, bwlimit, compress: values.compress === true, ...transportArgs(values),
+    }, values.json === true);
     if (values.json) {
       printJson(res);
     } else if (res.dryRun) {

@@ -1,12 +1,10 @@
 // `replfs verify`: compare a source snapshot with the replica's copy of it, block by block.
-import path from 'node:path';
 import { ExitCode } from '../errors/index.js';
 import { formatBytes } from '../policy/size.js';
 import type { VerifySummary } from '../replicate/sender.js';
 import { checkSnapshotName } from './actions.js';
 import { printJson, type Command } from './command.js';
-import { act } from './locate.js';
-import { progressLine } from './progress.js';
+import { TRANSPORT_OPTIONS, actWithProgress, transportArgs } from './remote.js';
 
 /** Differences listed on a terminal; --json lists up to 1000. */
 const SHOWN = 50;
@@ -25,24 +23,14 @@ export const verify: Command = {
   options: {
     snapshot: { type: 'string', value: 'NAME', description: 'the source snapshot to compare' },
     json: { type: 'boolean', description: 'print the result as JSON' },
-    'token-file': { type: 'string', value: 'FILE', description: 'replfs:// destinations: the server\'s token, the first line of FILE' },
-    'tls-ca': { type: 'string', value: 'FILE', description: 'replfs:// destinations: speak TLS, trusting the certificate(s) in FILE' },
+    ...TRANSPORT_OPTIONS,
   },
   positionals: { min: 2, max: 2 },
   async run({ values, positionals }) {
     const [source, destination] = positionals as [string, string];
     const name = values.snapshot as string | undefined;
     if (name !== undefined) checkSnapshotName(name);
-    const file = (v: unknown) => (typeof v === 'string' ? path.resolve(v) : null);
-    const bar = values.json ? null : progressLine();
-    let res: VerifySummary;
-    try {
-      res = await act<VerifySummary>(source, 'verify', {
-        destination, snapshot: name ?? null, tokenFile: file(values['token-file'] ?? (process.env.REPLFS_TOKEN_FILE || undefined)), tlsCa: file(values['tls-ca']),
-      }, { progress: bar ? (p) => bar.update(p) : undefined });
-    } finally {
-      bar?.done();
-    }
+    const res = await actWithProgress<VerifySummary>(source, 'verify', { destination, snapshot: name ?? null, ...transportArgs(values) }, values.json === true);
     if (values.json) {
       printJson(res);
     } else if (res.identical) {

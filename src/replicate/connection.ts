@@ -40,6 +40,8 @@ export class Connection {
 
   constructor(private readonly stream: Duplex, private opts: ConnectionOptions = {}) {
     this.out = opts.output ?? stream;
+    // Writing to a peer that is gone fails here (EPIPE): the connection fails, the process goes on.
+    if (this.out !== stream) this.out.on('error', (err) => this.fail(new ConnectionError('io', `connection failed: ${err.message}`, true)));
     stream.on('data', (chunk: Buffer) => {
       this.bytesIn += chunk.length;
       if (this.failure) return;
@@ -115,6 +117,8 @@ export class Connection {
       }
     }
     this.out.uncork();
+    // Failing first (the peer gone), the drain wait throws; the write's own failure then has nobody waiting.
+    (written as Promise<void> | null)?.catch(() => undefined);
     if (!ok) await this.drained();
     if (written) await written;
   }

@@ -344,7 +344,9 @@ export async function serveReceiver(
     await receiver?.abort(err).catch(() => undefined);
     // A full disk may clear up: the sender is told it may try again later.
     const full = hasCode(err, 'ENOSPC', 'EDQUOT');
-    const transient = full || (err instanceof ConnectionError ? err.transient : err instanceof ReplfsError ? err.exit === 'unavailable' || err.exit === 'busy' : false);
+    const transient = full || (err instanceof ConnectionError ? err.transient
+      : err instanceof ReplfsError ? err.exit === 'unavailable' || err.exit === 'busy'
+        : err instanceof ProtocolError && err.reason === 'truncated');
     const message = full ? `the destination is out of space (${messageOf(err)}); its earlier snapshots are intact` : messageOf(err);
     conn.sendError({
       code: err instanceof ProtocolError ? 'protocol' : full ? 'space' : 'refused', message, transient,

@@ -8,6 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ExecutionContext } from 'ava';
+import { ExitCode, type ExitCodeName } from '../../src/errors/index.js';
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 export const BIN = path.join(ROOT, 'src/cli/replfs.mjs');
@@ -58,6 +59,13 @@ export function run(cmd: string, args: string[], opts: { cwd?: string; env?: Nod
       });
     if (opts.input !== undefined) child.stdin?.end(opts.input);
   });
+}
+
+/** A command that must fail: with exit code `exit`, nothing on stdout, and `message` on stderr. */
+export function fails(t: ExecutionContext, r: RunResult, exit: ExitCodeName, message: RegExp, what: string): void {
+  t.is(r.code, ExitCode[exit], `${what}: expected exit ${ExitCode[exit]} (${exit}); stderr: ${r.stderr}`);
+  t.is(r.stdout, '', `${what}: nothing on stdout`);
+  t.regex(r.stderr, message, what);
 }
 
 /** Runs a shell snippet; fails the test with its output if it exits non-zero. */

@@ -12,9 +12,9 @@ import test from '../helpers/ava.js';
 import type { ExecutionContext } from 'ava';
 import {
   BIN, scratch, replfs, run, initVolume, mountVolume, describeTree, isMounted, mountsUnder, waitFor, alive, exited,
-  concurrencyGate, type Scratch, type RunResult,
+  concurrencyGate, type Scratch, fails,
 } from '../helpers/env.js';
-import { ExitCode, type ExitCodeName } from '../../src/errors/index.js';
+import type { ExitCodeName } from '../../src/errors/index.js';
 import type { SyncSummary } from '../../src/replicate/sender.js';
 import type { VolumeStatus } from '../../src/core/types.js';
 import { Connection, greet } from '../../src/replicate/connection.js';
@@ -28,10 +28,6 @@ import { receiveOn } from '../../src/cli/receive.js';
 // Each case runs two daemons and a dozen commands: a few at a time is faster than all.
 const gate = concurrencyGate(3);
 
-function fails(t: ExecutionContext, r: RunResult, exit: ExitCodeName, message: RegExp, what: string): void {
-  t.is(r.code, ExitCode[exit], `${what}: expected exit ${ExitCode[exit]} (${exit}); stderr: ${r.stderr}`);
-  t.regex(r.stderr, message, what);
-}
 
 /** A source volume with one of everything, mounted in place so that its snapshots can be browsed. */
 async function source(t: ExecutionContext, s: Scratch, opts: { mount?: boolean } = {}): Promise<string> {

@@ -5,17 +5,12 @@ import fs from 'node:fs';
 import path from 'node:path';
 import test from '../helpers/ava.js';
 import type { ExecutionContext } from 'ava';
-import { BIN, scratch, replfs, initVolume, mountVolume, describeTree, run, type Scratch, type RunResult } from '../helpers/env.js';
+import { BIN, scratch, replfs, initVolume, mountVolume, describeTree, run, type Scratch, fails } from '../helpers/env.js';
 import { startSshd } from '../helpers/sshd.js';
-import { ExitCode, type ExitCodeName } from '../../src/errors/index.js';
+import { ExitCode } from '../../src/errors/index.js';
 import type { SyncSummary as Summary } from '../../src/replicate/sender.js';
 
 
-function fails(t: ExecutionContext, r: RunResult, exit: ExitCodeName, message: RegExp, what: string): void {
-  t.is(r.code, ExitCode[exit], `${what}: expected exit ${ExitCode[exit]} (${exit}); stderr: ${r.stderr}`);
-  t.is(r.stdout, '', `${what}: nothing on stdout`);
-  t.regex(r.stderr, message, what);
-}
 
 async function source(t: ExecutionContext, s: Scratch): Promise<string> {
   const dir = path.join(s.dir, 'src');

@@ -10,9 +10,9 @@ import test from '../helpers/ava.js';
 import type { ExecutionContext } from 'ava';
 import {
   BIN, scratch, replfs, initVolume, mountVolume, describeTree, run, waitFor, exited, alive,
-  type Scratch, type RunResult,
+  type Scratch, fails,
 } from '../helpers/env.js';
-import { ExitCode, type ExitCodeName } from '../../src/errors/index.js';
+import type { ExitCodeName } from '../../src/errors/index.js';
 import { Connection, greet } from '../../src/replicate/connection.js';
 import { FrameType, decodeJson, encodeJson, type Frame } from '../../src/replicate/frames.js';
 import type { SyncSummary as Summary } from '../../src/replicate/sender.js';
@@ -67,11 +67,6 @@ async function logged(srv: Server, count: number): Promise<string[]> {
   return connections(srv);
 }
 
-function fails(t: ExecutionContext, r: RunResult, exit: ExitCodeName, message: RegExp, what: string): void {
-  t.is(r.code, ExitCode[exit], `${what}: expected exit ${ExitCode[exit]} (${exit}); stderr: ${r.stderr}`);
-  t.is(r.stdout, '', `${what}: nothing on stdout`);
-  t.regex(r.stderr, message, what);
-}
 
 /** A protected directory with a few kinds of files (unmounted unless `mount`). */
 async function source(t: ExecutionContext, s: Scratch, name: string, mount = false): Promise<string> {

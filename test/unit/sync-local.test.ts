@@ -4,48 +4,16 @@
 // changed; and the replica's earlier snapshot must survive it.
 import fs from 'node:fs';
 import path from 'node:path';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import test from '../helpers/ava.js';
-import { me, put, tmpDir, writeAt } from '../helpers/engine.js';
+import { describeSnapshot as describe, me, put, tmpDir, writeAt } from '../helpers/engine.js';
 import { Volume } from '../../src/volume/volume.js';
-import type { SnapshotView } from '../../src/volume/view.js';
 import { HashPool } from '../../src/replicate/hasher.js';
 import { syncLocal } from '../../src/replicate/local.js';
 
 
 
 
-
-/** Everything a snapshot shows, path by path; hard links as groups of paths. */
-async function describe(view: SnapshotView): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  const groups = new Map<number, string[]>();
-  const walk = async (rel: string) => {
-    for (const e of (await view.readdir(rel)).sort((a, b) => (a.name < b.name ? -1 : 1))) {
-      const p = rel === '' ? e.name : `${rel}/${e.name}`;
-      const a = await view.getattr(p);
-      const xattrs = (await view.listxattr(p)).sort().map(async (n) => `${n}=${(await view.getxattr(p, n)).toString('hex')}`);
-      const head = `${(a.mode >>> 0).toString(8)} ${a.uid}:${a.gid} size=${a.size} mtime=${a.mtime.sec}.${a.mtime.nsec} x[${(await Promise.all(xattrs)).join(',')}]`;
-      const kind = a.mode & 0o170000;
-      if (kind === 0o040000) {
-        out[p] = head;
-        await walk(p);
-      } else if (kind === 0o120000) {
-        out[p] = `${head} -> ${await view.readlink(p)}`;
-      } else {
-        const h = await view.open(p);
-        const buf = Buffer.alloc(h.size);
-        for (let pos = 0; pos < h.size;) pos += await view.read(h, buf.subarray(pos), h.size - pos, pos) || h.size;
-        view.release(h);
-        out[p] = `${head} sha256=${createHash('sha256').update(buf).digest('hex').slice(0, 16)}`;
-        if (a.nlink > 1) groups.set(a.ino, [...(groups.get(a.ino) ?? []), p]);
-      }
-    }
-  };
-  await walk('');
-  out['(hard links)'] = [...groups.values()].map((g) => g.sort().join('=')).sort().join(' ');
-  return out;
-}
 
 test('a first sync copies a snapshot exactly; the next moves only what changed; older replica snapshots stay', async (t) => {
   const src = path.join(tmpDir(t, 'replfs-sync-'), 'src');

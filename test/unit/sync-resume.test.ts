@@ -4,41 +4,14 @@
 // snapshots are intact, and the next sync leaves it equal to the source snapshot it sends.
 import fs from 'node:fs';
 import path from 'node:path';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import test from '../helpers/ava.js';
 import type { ExecutionContext } from 'ava';
-import { put, tmpDir, writeAt } from '../helpers/engine.js';
+import { describeSnapshot as describe, put, tmpDir, writeAt } from '../helpers/engine.js';
 import { Volume } from '../../src/volume/volume.js';
-import type { SnapshotView } from '../../src/volume/view.js';
 import { HashPool } from '../../src/replicate/hasher.js';
 import { Receiver, type ReceiverApi } from '../../src/replicate/receiver.js';
 import { send, verify, type SyncSummary } from '../../src/replicate/sender.js';
-
-/** Every path a snapshot shows with its type, mode, size, mtime and content hash. */
-async function describe(view: SnapshotView): Promise<Record<string, string>> {
-  const out: Record<string, string> = {};
-  const walk = async (rel: string) => {
-    for (const e of (await view.readdir(rel)).sort((a, b) => (a.name < b.name ? -1 : 1))) {
-      const p = rel === '' ? e.name : `${rel}/${e.name}`;
-      const a = await view.getattr(p);
-      const head = `${(a.mode >>> 0).toString(8)} size=${a.size} mtime=${a.mtime.sec}.${a.mtime.nsec} nlink=${a.nlink}`;
-      if ((a.mode & 0o170000) === 0o040000) {
-        out[p] = head;
-        await walk(p);
-      } else if ((a.mode & 0o170000) === 0o120000) {
-        out[p] = `${head} -> ${await view.readlink(p)}`;
-      } else {
-        const h = await view.open(p);
-        const buf = Buffer.alloc(h.size);
-        for (let pos = 0; pos < h.size;) pos += await view.read(h, buf.subarray(pos), h.size - pos, pos) || h.size;
-        view.release(h);
-        out[p] = `${head} sha256=${createHash('sha256').update(buf).digest('hex').slice(0, 16)}`;
-      }
-    }
-  };
-  await walk('');
-  return out;
-}
 
 interface Pair {
   src: string;
