@@ -2,7 +2,8 @@
 // CLI working on an unmounted volume directly, so both behave the same.
 import path from 'node:path';
 import { ReplfsError } from '../errors/index.js';
-import { cloexecAll, isSnapshotName, type GcReport, type SnapshotRecord, type Volume } from '../volume/index.js';
+import { cloexecAll, type GcReport, type SnapshotRecord, type Volume } from '../volume/index.js';
+import { checkSnapshotName } from './command.js';
 import { decide, PolicyError, type KeepPolicy } from '../policy/retention.js';
 import { ConfigError, parseQuiesce, runHook, type HookOutcome } from '../policy/hooks.js';
 import { ConnectionError, greet } from '../replicate/connection.js';
@@ -41,11 +42,6 @@ function str(args: Record<string, unknown>, key: string): string | undefined {
   return v;
 }
 
-export function checkSnapshotName(name: string): void {
-  if (!isSnapshotName(name)) {
-    throw new ReplfsError('usage', `${JSON.stringify(name)} is not a snapshot name`, 'names look like 2026-11-25T11-05-18Z (see `replfs snapshots`)');
-  }
-}
 
 /**
  * A replica changes only by syncs: a snapshot not taken by one would show its live tree,

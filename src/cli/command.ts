@@ -1,6 +1,7 @@
 // What a command is, how its arguments are parsed and how its help is printed.
 import { parseArgs } from 'node:util';
 import { ReplfsError } from '../errors/index.js';
+import { isSnapshotName } from '../volume/snapshots.js';
 
 export interface OptionDef {
   type: 'string' | 'boolean';
@@ -68,4 +69,10 @@ export function parse(cmd: Command, argv: string[]): Parsed {
 /** Prints a value as JSON on stdout (the --json output of every command). */
 export function printJson(value: unknown): void {
   process.stdout.write(JSON.stringify(value, null, 2) + '\n');
+}
+
+export function checkSnapshotName(name: string): void {
+  if (!isSnapshotName(name)) {
+    throw new ReplfsError('usage', `${JSON.stringify(name)} is not a snapshot name`, 'names look like 2026-11-25T11-05-18Z (see `replfs snapshots`)');
+  }
 }

@@ -1,9 +1,8 @@
 // `replfs diff`: what changed between two snapshots, or since one, from the journal.
 import type { DiffReport } from '../core/types.js';
 import { formatBytes } from '../policy/size.js';
-import { checkSnapshotName } from './actions.js';
 import { act } from './locate.js';
-import { printJson, type Command } from './command.js';
+import { checkSnapshotName, printJson, type Command } from './command.js';
 
 const MARK = { added: '+', removed: '-', modified: 'M', renamed: 'R', attributes: 'A' } as const;
 

@@ -2,12 +2,23 @@
 import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { ReplfsError } from '../errors/index.js';
-import { STATE_DIR, Volume, inlineSyscalls } from '../volume/index.js';
+import type { Volume } from '../volume/index.js';
+import { STATE_DIR } from '../volume/format.js';
 import { call } from '../control/client.js';
 import { findRecord, type DaemonRecord } from '../control/registry.js';
 import { mountState, STALE_HINT } from '../fuse/mountpoint.js';
-import { ACTIONS, WRITES } from './actions.js';
 import type { SyncProgress } from '../replicate/sender.js';
+
+/**
+ * The engine and the actions, for working on a volume directly: loaded only then, as a
+ * command that talks to a mount daemon needs neither (LevelDB alone takes a while to load).
+ */
+async function direct() {
+  const [{ Volume, inlineSyscalls }, { ACTIONS, WRITES }] = await Promise.all([import('../volume/index.js'), import('./actions.js')]);
+  // This process serves no mount: its syscalls may run inline (see volume/io.ts).
+  inlineSyscalls(true);
+  return { Volume, ACTIONS, WRITES };
+}
 
 export type Target =
   | { kind: 'daemon'; record: DaemonRecord }
@@ -64,8 +75,7 @@ export async function act<T>(p: string, cmd: string, args: Record<string, unknow
     // A long sync keeps talking (progress lines), so the wait is for silence, not for the end.
     return call<T>(target.record.socket, cmd, args, opts.timeoutMs ?? 600_000, opts.progress && ((p) => opts.progress!(p as SyncProgress)));
   }
-  // This process serves no mount: its syscalls may run inline (see volume/io.ts).
-  inlineSyscalls(true);
+  const { Volume, ACTIONS, WRITES } = await direct();
   const { volume } = await Volume.open(target.root, { writable: WRITES.has(cmd) });
   try {
     return (await ACTIONS[cmd]!(volume, args, { mountpoint: null, progress: opts.progress })) as T;
@@ -78,12 +88,13 @@ export async function act<T>(p: string, cmd: string, args: Record<string, unknow
  * Answers a read-only question about the volume at `p`: from its daemon over the control
  * socket when it is mounted (LevelDB admits one process), else by opening it directly.
  */
-export async function ask<T>(p: string, cmd: string, direct: (volume: Volume) => Promise<T>): Promise<T> {
+export async function ask<T>(p: string, cmd: string, answer: (volume: Volume) => Promise<T>): Promise<T> {
   const target = await locate(p);
   if (target.kind === 'daemon') return call<T>(target.record.socket, cmd);
+  const { Volume } = await direct();
   const { volume } = await Volume.open(target.root, { writable: false });
   try {
-    return await direct(volume);
+    return await answer(volume);
   } finally {
     await volume.close();
   }

@@ -2,9 +2,8 @@
 import path from 'node:path';
 import { ReplfsError } from '../errors/index.js';
 import { formatBytes } from '../policy/size.js';
-import { checkSnapshotName } from './actions.js';
 import { act } from './locate.js';
-import { printJson, type Command } from './command.js';
+import { checkSnapshotName, printJson, type Command } from './command.js';
 import type { RestoreReport } from '../volume/restore.js';
 
 export const restore: Command = {

@@ -2,8 +2,8 @@
 import { ReplfsError } from '../errors/index.js';
 import { formatBytes } from '../policy/size.js';
 import { act } from './locate.js';
-import { checkSnapshotName, type SnapshotListing, type SnapshotResult } from './actions.js';
-import { printJson, type Command } from './command.js';
+import type { SnapshotListing, SnapshotResult } from './actions.js';
+import { checkSnapshotName, printJson, type Command } from './command.js';
 import type { GcReport } from '../volume/index.js';
 
 export const snapshot: Command = {

@@ -2,8 +2,7 @@
 import { ReplfsError } from '../errors/index.js';
 import { formatBytes, parseSize } from '../policy/size.js';
 import type { SyncSummary } from '../replicate/sender.js';
-import { checkSnapshotName } from './actions.js';
-import { printJson, type Command } from './command.js';
+import { checkSnapshotName, printJson, type Command } from './command.js';
 import { TRANSPORT_OPTIONS, actWithProgress, transportArgs } from './remote.js';
 
 /** --bwlimit: a size per second with a unit (K, M, G), or a plain number of KiB per second as rsync reads it. */

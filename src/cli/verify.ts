@@ -2,8 +2,7 @@
 import { ExitCode } from '../errors/index.js';
 import { formatBytes } from '../policy/size.js';
 import type { VerifySummary } from '../replicate/sender.js';
-import { checkSnapshotName } from './actions.js';
-import { printJson, type Command } from './command.js';
+import { checkSnapshotName, printJson, type Command } from './command.js';
 import { TRANSPORT_OPTIONS, actWithProgress, transportArgs } from './remote.js';
 
 /** Differences listed on a terminal; --json lists up to 1000. */

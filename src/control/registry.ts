@@ -7,7 +7,7 @@ import { mkdir, readdir, readFile, rename, unlink, writeFile } from 'node:fs/pro
 import { readFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { isUnder } from '../volume/index.js';
+import { isUnder } from '../volume/mounts.js';
 
 export interface DaemonRecord {
   pid: number;

@@ -4,7 +4,7 @@ import { execFile } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { statfs } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { readMounts, REPLFS_FSTYPE } from '../volume/index.js';
+import { readMounts, REPLFS_FSTYPE } from '../volume/mounts.js';
 
 export type MountState = 'none' | 'live' | 'stale';
 

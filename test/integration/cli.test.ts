@@ -12,9 +12,12 @@ import {
   concurrencyGate, stateOf
 } from '../helpers/env.js';
 import { ExitCode, type ExitCodeName } from '../../src/errors/index.js';
-import { COMMANDS, mainHelp } from '../../src/cli/main.js';
+import { mainHelp as usage } from '../../src/cli/main.js';
+import { COMMANDS } from '../../src/cli/commands.js';
 import { helpText } from '../../src/cli/command.js';
 import { ChangeKind } from '../../src/core/types.js';
+
+const mainHelp = () => usage(COMMANDS);
 
 const VERSION = (JSON.parse(fs.readFileSync(path.join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
 const NAMES = COMMANDS.map((c) => c.name);

@@ -5,10 +5,13 @@ import fs from 'node:fs';
 import path from 'node:path';
 import test from '../helpers/ava.js';
 import { ROOT } from '../helpers/env.js';
-import { COMMANDS, mainHelp } from '../../src/cli/main.js';
+import { COMMAND_NAMES, mainHelp as usage } from '../../src/cli/main.js';
+import { COMMANDS } from '../../src/cli/commands.js';
 import { helpText } from '../../src/cli/command.js';
 import { ExitCode } from '../../src/errors/index.js';
 import { ChangeKind } from '../../src/core/types.js';
+
+const mainHelp = () => usage(COMMANDS);
 
 const DOC = path.join(ROOT, 'docs', 'cli.md');
 const doc = fs.readFileSync(DOC, 'utf8');
@@ -35,6 +38,10 @@ for (const cmd of COMMANDS) {
 test('docs/cli.md has the usage of replfs verbatim', (t) => {
   t.true(section('## replfs').includes('```text\n' + mainHelp() + '```\n'),
     `the "## replfs" section must hold the output of \`replfs --help\`; it reads now:\n${mainHelp()}`);
+});
+
+test('the command line knows every command, by the names the reference lists', (t) => {
+  t.deepEqual(COMMAND_NAMES, COMMANDS.map((c) => c.name));
 });
 
 test('docs/cli.md has every command and no command that is gone', (t) => {

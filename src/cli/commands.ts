@@ -1,0 +1,17 @@
+// Every command, loaded: for the usage and the reference (main.ts loads one at a time).
+import type { Command } from './command.js';
+import { init } from './init.js';
+import { mount } from './mount.js';
+import { unmount } from './unmount.js';
+import { status } from './status.js';
+import { journal } from './journal.js';
+import { snapshot, snapshots } from './snapshot.js';
+import { diff } from './diff.js';
+import { restore } from './restore.js';
+import { prune } from './prune.js';
+import { sync } from './sync.js';
+import { verify } from './verify.js';
+import { serve } from './serve.js';
+import { demo } from './demo.js';
+
+export const COMMANDS: Command[] = [init, mount, unmount, status, journal, snapshot, snapshots, diff, restore, prune, sync, verify, serve, demo];
