@@ -57,6 +57,9 @@ export const sync: Command = {
     }, values.json === true);
     if (values.json) {
       printJson(res);
+    } else if (res.dryRun && res.base === res.snapshot) {
+      console.log(`${destination} already has ${res.snapshot}, the newest snapshot: nothing would be sent. `
+        + 'Changes made since are in no snapshot yet, and a dry run takes none (replfs snapshot, then sync --dry-run again)');
     } else if (res.dryRun) {
       console.log(`dry run of ${res.snapshot} to ${destination}${res.base ? ` (since ${res.base})` : ' (full copy)'}: ${res.filesChanged} files changed, `
         + `${formatBytes(res.bytesSent)} of blocks would be sent, ${res.blocksSkipped} blocks already there; nothing was changed`);
