@@ -50,11 +50,6 @@ export class FileTable {
     return this.inoToFid.size;
   }
 
-  /** A copy of the inode number -> id map of every live file (the root included). */
-  liveInodes(): Map<number, FileId> {
-    return new Map(this.inoToFid);
-  }
-
   fidOfIno(ino: number): FileId | undefined {
     return this.inoToFid.get(ino);
   }

@@ -35,6 +35,13 @@ export function fileTypeOf(mode: number): FileType {
   }
 }
 
+/** TypeTag[fileTypeOf(mode)] for each file format, (mode & S_IFMT) >> 12. */
+const TAG_OF_FORMAT: readonly string[] = Array.from({ length: 16 }, (_, format) => TypeTag[fileTypeOf(format << 12)]);
+
+function tagOf(mode: number): string {
+  return TAG_OF_FORMAT[(mode & S_IFMT) >>> 12]!;
+}
+
 export function recordFromStat(st: BigIntStats, names: NameRef[]): FileRecord {
   const rec: FileRecord = {
     t: TypeTag[fileTypeOf(Number(st.mode))],
@@ -97,7 +104,7 @@ function nsPositive(sec: number, nsec: number): boolean {
 /** recordFromStat for row `at` of a readdirStat result. */
 export function recordFromRow(stats: Float64Array, at: number, names: NameRef[]): FileRecord {
   const rec: FileRecord = {
-    t: TypeTag[fileTypeOf(stats[at + F.mode]!)],
+    t: tagOf(stats[at + F.mode]!),
     ino: stats[at + F.ino]!,
     names,
     size: stats[at + F.size]!,
@@ -114,7 +121,7 @@ export function recordFromRow(stats: Float64Array, at: number, names: NameRef[])
  * are reused as soon as they are freed; a different type or birth time gives it away.
  */
 export function sameFile(rec: FileRecord, stats: Float64Array, at: number): boolean {
-  if (rec.t !== TypeTag[fileTypeOf(stats[at + F.mode]!)]) return false;
+  if (rec.t !== tagOf(stats[at + F.mode]!)) return false;
   if (!rec.btime) return true;
   const bsec = stats[at + F.birthtimeSec]!, bnsec = stats[at + F.birthtimeNsec]!;
   return !nsPositive(bsec, bnsec) || nsEquals(rec.btime, bsec, bnsec);
@@ -268,9 +275,14 @@ export async function reconcile(
   const example = (rel: string | undefined) => {
     if (rel !== undefined && result.examples.length < EXAMPLES && !result.examples.includes(rel)) result.examples.push(rel);
   };
-  const byIno = files.liveInodes();
-  const rootRec = recorded.get(ROOT_FID);
-  if (rootRec && !rootRec.gone && byIno.get(rootRec.ino) === ROOT_FID) byIno.delete(rootRec.ino);
+  // Inode number -> id of every recorded live file but the root: the table's map, which
+  // mirrors `recorded` as loaded (nothing is put until the walk is over), under the ids
+  // given to new files here.
+  const newByIno = new Map<number, FileId>();
+  const fidOfIno = (ino: number): FileId | undefined => {
+    const fid = newByIno.get(ino) ?? files.fidOfIno(ino);
+    return fid === ROOT_FID ? undefined : fid;
+  };
   // Per file seen: the path of its directory when it was found exactly as recorded (the
   // usual case, which then needs nothing more unless another name turns up), else a Seen.
   const seen = new Map<FileId, string | Seen>();
@@ -279,17 +291,17 @@ export async function reconcile(
   await walk(backing, new Set([STATE_DIR]), (e) => {
     const { stats, at, parent, name } = e;
     if (name.length === FUSE_HIDDEN_LENGTH && FUSE_HIDDEN.test(name) && !isDirRow(stats, at)) {
-      leftovers.push([relOf(e), byIno.get(stats[at + F.ino]!)]);
+      leftovers.push([relOf(e), fidOfIno(stats[at + F.ino]!)]);
       return undefined;
     }
     const ino = stats[at + F.ino]!;
-    let fid = byIno.get(ino);
+    let fid = fidOfIno(ino);
     const rec = fid === undefined ? undefined : recorded.get(fid);
     if (fid !== undefined && rec && !sameFile(rec, stats, at)) fid = undefined;
     const known = fid !== undefined;
     if (fid === undefined) {
       fid = files.allocate();
-      byIno.set(ino, fid);
+      newByIno.set(ino, fid);
       recorded.set(fid, { ...recordFromRow(stats, at, []), names: [] });
       ops.push(...journal.mark(fid, ChangeKind.created | ChangeKind.data, { unknown: 'created-offline' }));
       result.created++;
@@ -319,6 +331,7 @@ export async function reconcile(
     await unlink(backing.abs(rel)).catch(() => undefined);
   }
 
+  const rootRec = recorded.get(ROOT_FID);
   const rootNow = recordFromStat(await io.lstat(backing.abs('')), []);
   if (!rootRec || rootRec.ino !== rootNow.ino || rootRec.ctime !== rootNow.ctime || rootRec.mtime !== rootNow.mtime) {
     if (rootRec) ops.push(...journal.mark(ROOT_FID, ChangeKind.attributes));
