@@ -14,8 +14,17 @@ import type { Journal } from './journal.js';
 import type { Op } from './store.js';
 import { StatField as F, STAT_FIELDS as F_COUNT, type DirStats } from './sys.js';
 
-/** Directories read ahead of the one being visited (each read is one call on the thread pool). */
+/**
+ * The walk reads up to this many directories ahead of the one it visits (on the thread
+ * pool, each while the JS thread works on another)...
+ */
 const READ_AHEAD = 16;
+/**
+ * ...as long as their sizes (what lstat gives a directory: roughly proportional to its
+ * entries, ~24 KiB for a thousand on ext4) add up to no more than this, so that a run of
+ * huge directories is not all held in memory at once.
+ */
+const READ_AHEAD_BYTES = 1 << 20;
 /** What libfuse renames a file to when it is unlinked while still open. */
 const FUSE_HIDDEN = /^\.fuse_hidden[0-9a-f]{16}$/;
 const FUSE_HIDDEN_LENGTH = 28;
@@ -185,14 +194,17 @@ export async function walk(
 ): Promise<void> {
   const rootDev = BigInt.asUintN(64, (await io.lstat(backing.abs(''))).dev);
   const rootDevHi = Number(rootDev >> 32n), rootDevLo = Number(rootDev & 0xffffffffn);
-  interface Dir { rel: string; fid: FileId; listing?: Promise<DirStats> | undefined }
-  const queue: Array<Dir | undefined> = [{ rel: '', fid: ROOT_FID }];
+  interface Dir { rel: string; fid: FileId; size: number; listing?: Promise<DirStats> | undefined }
+  const queue: Array<Dir | undefined> = [{ rel: '', fid: ROOT_FID, size: 0 }];
   const ignore = () => undefined;
   for (let head = 0; head < queue.length; head++) {
     const dir = queue[head]!;
     queue[head] = undefined;
+    let ahead = 0;
     for (let i = head + 1; i < queue.length && i <= head + READ_AHEAD; i++) {
       const next = queue[i]!;
+      ahead += next.size;
+      if (ahead > READ_AHEAD_BYTES) break;
       if (next.listing) continue;
       next.listing = io.readdirStat(backing.abs(next.rel));
       // Awaited in its turn; a failure of one read ahead of a failing walk goes unheard.
@@ -218,7 +230,7 @@ export async function walk(
           'unmount it or protect a directory without nested mounts');
       }
       const fid = visit({ dir: dir.rel, parent: dir.fid, name, stats, at });
-      if (fid !== undefined && isDirRow(stats, at)) queue.push({ rel: joinRel(dir.rel, name), fid });
+      if (fid !== undefined && isDirRow(stats, at)) queue.push({ rel: joinRel(dir.rel, name), fid, size: stats[at + F.size]! });
     }
   }
 }
