@@ -476,44 +476,46 @@ static double *readdir_stat_push(req_t *r, const char *name) {
   return r->rows + RS_FIELDS * r->count++;
 }
 
+/* Looks at one entry read from the directory open as fd; returns 0 or an errno (ENOMEM). */
+static int readdir_stat_entry(req_t *r, int fd, const char *n) {
+  if (n[0] == '.' && (n[1] == '\0' || (n[1] == '.' && n[2] == '\0'))) return 0;
+  double row[RS_FIELDS];
+  memset(row, 0, sizeof(row));
+  if (!utf8_valid((const unsigned char *) n)) {
+    row[RS_ERRNO] = EILSEQ;
+  } else {
+    int err = stat_row(fd, n, row);
+    if (err == ENOENT) return 0;
+    if (err != 0) row[RS_ERRNO] = err;
+  }
+  double *slot = readdir_stat_push(r, n);
+  if (slot == NULL) return ENOMEM;
+  memcpy(slot, row, sizeof(row));
+  return 0;
+}
+
+/* getdents64 straight into a buffer on the stack: opendir(3) would add an fstat, two
+   fcntls and a 32 KiB allocation per directory, a third of the syscalls of a small one. */
 static void do_readdir_stat(req_t *r) {
   int fd = open(r->path, O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_CLOEXEC);
   if (fd < 0) {
     r->err = errno;
     return;
   }
-  DIR *dir = fdopendir(fd);
-  if (dir == NULL) {
-    r->err = errno;
-    close(fd);
-    return;
-  }
+  _Alignas(struct dirent64) char buf[32768];
   for (;;) {
-    errno = 0;
-    struct dirent *ent = readdir(dir);
-    if (ent == NULL) {
-      if (errno != 0) r->err = errno;
-      break;
+    ssize_t n = getdents64(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) r->err = errno;
+    if (n <= 0) break;
+    for (ssize_t pos = 0; pos < n && r->err == 0;) {
+      const struct dirent64 *ent = (const struct dirent64 *) (buf + pos);
+      pos += ent->d_reclen;
+      r->err = readdir_stat_entry(r, fd, ent->d_name);
     }
-    const char *n = ent->d_name;
-    if (n[0] == '.' && (n[1] == '\0' || (n[1] == '.' && n[2] == '\0'))) continue;
-    double row[RS_FIELDS];
-    memset(row, 0, sizeof(row));
-    if (!utf8_valid((const unsigned char *) n)) {
-      row[RS_ERRNO] = EILSEQ;
-    } else {
-      int err = stat_row(fd, n, row);
-      if (err == ENOENT) continue;
-      if (err != 0) row[RS_ERRNO] = err;
-    }
-    double *slot = readdir_stat_push(r, n);
-    if (slot == NULL) {
-      r->err = ENOMEM;
-      break;
-    }
-    memcpy(slot, row, sizeof(row));
+    if (r->err != 0) break;
   }
-  closedir(dir);
+  close(fd);
 }
 
 int fuse_reply_shim_invalidate(uint64_t ino, const char *name);
