@@ -83,8 +83,9 @@ export function nsString(sec: number, nsec: number): string {
   return (BigInt(sec) * 1_000_000_000n + BigInt(nsec)).toString();
 }
 
-/** Whether `s` is nsString(sec, nsec). */
+/** Whether `s` is nsString(sec, nsec) (false for anything but a string: records come from disk). */
 export function nsEquals(s: string, sec: number, nsec: number): boolean {
+  if (typeof s !== 'string') return false;
   const len = s.length;
   if (!usual(sec, nsec) || len <= 9 || len > 24) return s === nsString(sec, nsec);
   const split = len - 9;

@@ -49,6 +49,8 @@ test('nsString and nsEquals agree with BigInt arithmetic', (t) => {
   t.false(nsEquals('1x00000000', 1, 0));
   t.false(nsEquals('1000000000 ', 1, 0));
   t.true(nsEquals('1000000000', 1, 0));
+  t.false(nsEquals(undefined as unknown as string, 1, 0), 'a damaged record never matches');
+  t.false(nsEquals(1000000000 as unknown as string, 1, 0));
 });
 
 /** What the walk found, entry by entry: path, parent's path and the record a scan would make. */
