@@ -156,7 +156,8 @@ typedef enum {
   OP_PUNCH,
   OP_INVALIDATE,
   OP_SYNCFS,
-  OP_READDIR_STAT
+  OP_READDIR_STAT,
+  OP_READDIR_STAT_MANY
 } op_t;
 
 typedef struct {
@@ -198,6 +199,14 @@ typedef struct {
   size_t *noff;
   double *rows;
 
+  /* readdirStatMany: the directories, and where each one's entries start, how many
+     there are, and the errno that stopped it (0 if none). */
+  char **paths;
+  size_t npaths;
+  size_t *dir_first;
+  size_t *dir_count;
+  int *dir_err;
+
   int err; /* positive errno, 0 on success */
 } req_t;
 
@@ -215,6 +224,13 @@ static void req_free(req_t *r) {
   free(r->nbuf);
   free(r->noff);
   free(r->rows);
+  if (r->paths != NULL) {
+    for (size_t i = 0; i < r->npaths; i++) free(r->paths[i]);
+    free(r->paths);
+  }
+  free(r->dir_first);
+  free(r->dir_count);
+  free(r->dir_err);
   free(r);
 }
 
@@ -494,28 +510,49 @@ static int readdir_stat_entry(req_t *r, int fd, const char *n) {
   return 0;
 }
 
-/* getdents64 straight into a buffer on the stack: opendir(3) would add an fstat, two
-   fcntls and a 32 KiB allocation per directory, a third of the syscalls of a small one. */
-static void do_readdir_stat(req_t *r) {
-  int fd = open(r->path, O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_CLOEXEC);
-  if (fd < 0) {
-    r->err = errno;
-    return;
-  }
+/*
+ * Appends the entries of the directory at path; returns 0 or an errno (entries may have
+ * been appended before a failure). getdents64 straight into a buffer on the stack:
+ * opendir(3) would add an fstat, two fcntls and a 32 KiB allocation per directory, a
+ * third of the syscalls of a small one.
+ */
+static int read_dir_stat(req_t *r, const char *path) {
+  int fd = open(path, O_RDONLY | O_DIRECTORY | O_NONBLOCK | O_CLOEXEC);
+  if (fd < 0) return errno;
   _Alignas(struct dirent64) char buf[32768];
+  int err = 0;
   for (;;) {
     ssize_t n = getdents64(fd, buf, sizeof(buf));
     if (n < 0 && errno == EINTR) continue;
-    if (n < 0) r->err = errno;
+    if (n < 0) err = errno;
     if (n <= 0) break;
-    for (ssize_t pos = 0; pos < n && r->err == 0;) {
+    for (ssize_t pos = 0; pos < n && err == 0;) {
       const struct dirent64 *ent = (const struct dirent64 *) (buf + pos);
       pos += ent->d_reclen;
-      r->err = readdir_stat_entry(r, fd, ent->d_name);
+      err = readdir_stat_entry(r, fd, ent->d_name);
     }
-    if (r->err != 0) break;
+    if (err != 0) break;
   }
   close(fd);
+  return err;
+}
+
+static void do_readdir_stat(req_t *r) {
+  r->err = read_dir_stat(r, r->path);
+}
+
+/* Each directory in turn; one that fails keeps its errno and none of its entries. */
+static void do_readdir_stat_many(req_t *r) {
+  for (size_t i = 0; i < r->npaths; i++) {
+    size_t first = r->count;
+    r->dir_first[i] = first;
+    r->dir_err[i] = read_dir_stat(r, r->paths[i]);
+    if (r->dir_err[i] != 0) {
+      if (r->count > first) r->nbuf_len = r->noff[first];
+      r->count = first;
+    }
+    r->dir_count[i] = r->count - first;
+  }
 }
 
 int fuse_reply_shim_invalidate(uint64_t ino, const char *name);
@@ -537,6 +574,9 @@ static void execute(napi_env env, void *data) {
       return;
     case OP_READDIR_STAT:
       do_readdir_stat(r);
+      return;
+    case OP_READDIR_STAT_MANY:
+      do_readdir_stat_many(r);
       return;
     case OP_LSETXATTR:
       rc = lsetxattr(r->path, r->name, r->value, r->value_len, r->flags);
@@ -575,37 +615,68 @@ static void execute(napi_env env, void *data) {
 /* ------------------------------------------------------------------------ */
 /* JS-thread side                                                            */
 
-static napi_value make_sys_error(napi_env env, req_t *r) {
+/* An Error shaped like Node's fs errors; path may be NULL, fd < 0 for none. */
+static napi_value make_error(napi_env env, int err, const char *syscall, const char *path, int fd) {
   char code[32];
   char msg_buf[256];
   char message[PATH_MAX + 512];
   napi_value code_v, msg_v, err_v, tmp;
 
-  errno_name(r->err, code, sizeof(code));
-  const char *desc = strerror_r(r->err, msg_buf, sizeof(msg_buf));
-  if (r->path != NULL) {
-    snprintf(message, sizeof(message), "%s: %s, %s '%s'", code, desc, r->syscall, r->path);
+  errno_name(err, code, sizeof(code));
+  const char *desc = strerror_r(err, msg_buf, sizeof(msg_buf));
+  if (path != NULL) {
+    snprintf(message, sizeof(message), "%s: %s, %s '%s'", code, desc, syscall, path);
   } else {
-    snprintf(message, sizeof(message), "%s: %s, %s", code, desc, r->syscall);
+    snprintf(message, sizeof(message), "%s: %s, %s", code, desc, syscall);
   }
 
   napi_create_string_utf8(env, code, NAPI_AUTO_LENGTH, &code_v);
   napi_create_string_utf8(env, message, NAPI_AUTO_LENGTH, &msg_v);
   napi_create_error(env, code_v, msg_v, &err_v);
 
-  napi_create_int32(env, -r->err, &tmp);
+  napi_create_int32(env, -err, &tmp);
   napi_set_named_property(env, err_v, "errno", tmp);
-  napi_create_string_utf8(env, r->syscall, NAPI_AUTO_LENGTH, &tmp);
+  napi_create_string_utf8(env, syscall, NAPI_AUTO_LENGTH, &tmp);
   napi_set_named_property(env, err_v, "syscall", tmp);
-  if (r->path != NULL) {
-    napi_create_string_utf8(env, r->path, NAPI_AUTO_LENGTH, &tmp);
+  if (path != NULL) {
+    napi_create_string_utf8(env, path, NAPI_AUTO_LENGTH, &tmp);
     napi_set_named_property(env, err_v, "path", tmp);
   }
-  if (r->op == OP_FUTIMENS) {
-    napi_create_int32(env, r->fd, &tmp);
+  if (fd >= 0) {
+    napi_create_int32(env, fd, &tmp);
     napi_set_named_property(env, err_v, "fd", tmp);
   }
   return err_v;
+}
+
+static napi_value make_sys_error(napi_env env, req_t *r) {
+  return make_error(env, r->err, r->syscall, r->path, r->op == OP_FUTIMENS ? r->fd : -1);
+}
+
+/* { names, stats } for `count` entries from `first`, stats a view of `buffer` (all rows). */
+static napi_value make_dir_stats(napi_env env, req_t *r, napi_value buffer, size_t first, size_t count) {
+  napi_value result, names, stats;
+  napi_create_object(env, &result);
+  napi_create_array_with_length(env, count, &names);
+  for (size_t i = 0; i < count; i++) {
+    napi_value v;
+    napi_create_string_utf8(env, r->nbuf + r->noff[first + i], NAPI_AUTO_LENGTH, &v);
+    napi_set_element(env, names, (uint32_t) i, v);
+  }
+  napi_create_typedarray(env, napi_float64_array, count * RS_FIELDS, buffer, first * RS_FIELDS * sizeof(double), &stats);
+  napi_set_named_property(env, result, "names", names);
+  napi_set_named_property(env, result, "stats", stats);
+  return result;
+}
+
+/* One ArrayBuffer with every row of the request, or NULL when out of memory. */
+static napi_value make_rows_buffer(napi_env env, req_t *r) {
+  napi_value buffer;
+  void *data = NULL;
+  size_t bytes = r->count * RS_FIELDS * sizeof(double);
+  if (napi_create_arraybuffer(env, bytes, &data, &buffer) != napi_ok) return NULL;
+  if (bytes > 0) memcpy(data, r->rows, bytes);
+  return buffer;
 }
 
 static napi_value make_result(napi_env env, req_t *r) {
@@ -657,21 +728,20 @@ static napi_value make_result(napi_env env, req_t *r) {
       break;
     }
     case OP_READDIR_STAT: {
-      napi_value names, stats, buffer;
-      void *data = NULL;
-      size_t bytes = r->count * RS_FIELDS * sizeof(double);
-      napi_create_object(env, &result);
-      napi_create_array_with_length(env, r->count, &names);
-      for (size_t i = 0; i < r->count; i++) {
-        napi_value v;
-        napi_create_string_utf8(env, r->nbuf + r->noff[i], NAPI_AUTO_LENGTH, &v);
-        napi_set_element(env, names, (uint32_t) i, v);
+      napi_value buffer = make_rows_buffer(env, r);
+      if (buffer == NULL) return NULL;
+      result = make_dir_stats(env, r, buffer, 0, r->count);
+      break;
+    }
+    case OP_READDIR_STAT_MANY: {
+      napi_value buffer = make_rows_buffer(env, r);
+      if (buffer == NULL) return NULL;
+      napi_create_array_with_length(env, r->npaths, &result);
+      for (size_t i = 0; i < r->npaths; i++) {
+        napi_value v = r->dir_err[i] != 0 ? make_error(env, r->dir_err[i], "readdir", r->paths[i], -1)
+                                          : make_dir_stats(env, r, buffer, r->dir_first[i], r->dir_count[i]);
+        napi_set_element(env, result, (uint32_t) i, v);
       }
-      if (napi_create_arraybuffer(env, bytes, &data, &buffer) != napi_ok) return NULL;
-      if (bytes > 0) memcpy(data, r->rows, bytes);
-      napi_create_typedarray(env, napi_float64_array, r->count * RS_FIELDS, buffer, 0, &stats);
-      napi_set_named_property(env, result, "names", names);
-      napi_set_named_property(env, result, "stats", stats);
       break;
     }
     case OP_INVALIDATE:
@@ -992,6 +1062,42 @@ static napi_value js_readdir_stat(napi_env env, napi_callback_info info) {
   return queue(env, r);
 }
 
+/* readdirStatMany(paths): readdirStat of each, in one call on the thread pool: an array
+   with, for each path, its { names, stats } or the Error readdirStat would reject with. */
+static napi_value js_readdir_stat_many(napi_env env, napi_callback_info info) {
+  GET_ARGS(1)
+  REQ_NEW(OP_READDIR_STAT_MANY, "readdir")
+  bool is_array = false;
+  uint32_t n = 0;
+  napi_is_array(env, argv[0], &is_array);
+  if (!is_array) {
+    req_free(r);
+    return reject_arg(env, "ERR_INVALID_ARG_TYPE", "The \"paths\" argument must be an array of strings");
+  }
+  napi_get_array_length(env, argv[0], &n);
+  r->paths = calloc(n > 0 ? n : 1, sizeof(char *));
+  r->dir_first = calloc(n > 0 ? n : 1, sizeof(size_t));
+  r->dir_count = calloc(n > 0 ? n : 1, sizeof(size_t));
+  r->dir_err = calloc(n > 0 ? n : 1, sizeof(int));
+  if (r->paths == NULL || r->dir_first == NULL || r->dir_count == NULL || r->dir_err == NULL) {
+    req_free(r);
+    return reject_arg(env, "ERR_MEMORY", "out of memory");
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    napi_value v;
+    napi_get_element(env, argv[0], i, &v);
+    int rc = get_cstring(env, v, &r->paths[i]);
+    if (rc != 0) {
+      req_free(r);
+      return reject_arg(env, rc == -2 ? "ERR_INVALID_ARG_VALUE" : "ERR_INVALID_ARG_TYPE",
+                        rc == -2 ? "The \"paths\" argument must not contain null bytes"
+                                 : "The \"paths\" argument must be an array of strings");
+    }
+    r->npaths = i + 1;
+  }
+  return queue(env, r);
+}
+
 /* readdirStatSync(path): the same on the calling thread, for processes that serve no mount. */
 static napi_value js_readdir_stat_sync(napi_env env, napi_callback_info info) {
   size_t argc = 1;
@@ -1110,6 +1216,7 @@ static napi_value init(napi_env env, napi_value exports) {
     { "readdirIno", NULL, js_readdir_ino, NULL, NULL, NULL, napi_enumerable, NULL },
     { "readdirStat", NULL, js_readdir_stat, NULL, NULL, NULL, napi_enumerable, NULL },
     { "readdirStatSync", NULL, js_readdir_stat_sync, NULL, NULL, NULL, napi_enumerable, NULL },
+    { "readdirStatMany", NULL, js_readdir_stat_many, NULL, NULL, NULL, napi_enumerable, NULL },
     { "replyShimStats", NULL, js_reply_shim_stats, NULL, NULL, NULL, napi_enumerable, NULL },
     { "configureReplyShim", NULL, js_configure_reply_shim, NULL, NULL, NULL, napi_enumerable, NULL },
     { "watchDirectory", NULL, js_watch_directory, NULL, NULL, NULL, napi_enumerable, NULL },

@@ -12,11 +12,12 @@ import { joinRel } from './backing.js';
 import type { FileTable } from './files.js';
 import type { Journal } from './journal.js';
 import type { Op } from './store.js';
-import { StatField as F, STAT_FIELDS as F_COUNT, type DirStats } from './sys.js';
+import { readdirStatMany, StatField as F, STAT_FIELDS as F_COUNT, type DirStats } from './sys.js';
 
 /**
- * The walk reads up to this many directories ahead of the one it visits (on the thread
- * pool, each while the JS thread works on another)...
+ * The walk reads up to this many directories ahead of the one it visits, on the thread
+ * pool while the JS thread works, several to a call: when fewer than half as many are
+ * still to come, the next ones are asked for in one readdirStatMany...
  */
 const READ_AHEAD = 16;
 /**
@@ -183,10 +184,11 @@ export function relOf(e: WalkEntry): string {
  * directory order). `visit` maps a visited directory to its id so children can name their
  * parent. Refuses nested mount points and nested protected directories.
  *
- * Each directory is read with one readdirStat; the next few are read ahead while one is
- * visited. An entry that readdirStat could not look at (a name that is not valid UTF-8,
- * or a failed lstat) is looked at by name as a single lstat would, with the same result
- * or error.
+ * Each directory is read with one readdirStat: those read ahead on the thread pool while
+ * the JS thread visits another, the others (the root, and a directory too big to be read
+ * ahead) the way `io` runs syscalls. An entry that readdirStat could not look at (a name
+ * that is not valid UTF-8, or a failed lstat) is looked at by name as a single lstat
+ * would, with the same result or error.
  */
 export async function walk(
   backing: Backing,
@@ -198,19 +200,36 @@ export async function walk(
   interface Dir { rel: string; fid: FileId; size: number; listing?: Promise<DirStats> | undefined }
   const queue: Array<Dir | undefined> = [{ rel: '', fid: ROOT_FID, size: 0 }];
   const ignore = () => undefined;
+  // queue[head + 1 .. asked - 1] have been asked for.
+  let asked = 1;
+  const readAhead = (head: number) => {
+    if (asked <= head) asked = head + 1;
+    if (asked - head - 1 >= READ_AHEAD / 2) return;
+    let bytes = 0;
+    for (let i = head + 1; i < asked; i++) bytes += queue[i]!.size;
+    const batch: Dir[] = [];
+    for (; asked < queue.length && asked <= head + READ_AHEAD; asked++) {
+      const next = queue[asked]!;
+      bytes += next.size;
+      if (bytes > READ_AHEAD_BYTES) break;
+      batch.push(next);
+    }
+    if (batch.length === 0) return;
+    const read = readdirStatMany(batch.map((d) => backing.abs(d.rel)));
+    batch.forEach((d, k) => {
+      d.listing = read.then((all) => {
+        const one = all[k]!;
+        if (one instanceof Error) throw one;
+        return one;
+      });
+      // Awaited in its turn; a failure of one read ahead of a failing walk goes unheard.
+      d.listing.catch(ignore);
+    });
+  };
   for (let head = 0; head < queue.length; head++) {
     const dir = queue[head]!;
     queue[head] = undefined;
-    let ahead = 0;
-    for (let i = head + 1; i < queue.length && i <= head + READ_AHEAD; i++) {
-      const next = queue[i]!;
-      ahead += next.size;
-      if (ahead > READ_AHEAD_BYTES) break;
-      if (next.listing) continue;
-      next.listing = io.readdirStat(backing.abs(next.rel));
-      // Awaited in its turn; a failure of one read ahead of a failing walk goes unheard.
-      next.listing.catch(ignore);
-    }
+    readAhead(head);
     const { names, stats } = await (dir.listing ?? io.readdirStat(backing.abs(dir.rel)));
     const atRoot = dir.rel === '';
     if (!atRoot && names.includes(STATE_DIR)) {

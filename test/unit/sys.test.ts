@@ -20,6 +20,7 @@ import {
   mknod,
   readdirIno,
   readdirStat,
+  readdirStatMany,
   readdirStatSync,
   STAT_FIELDS,
   StatField,
@@ -325,6 +326,34 @@ test('readdirStat: errors', async (t) => {
   const err = t.throws(() => readdirStatSync(42 as unknown as string));
   t.is((err as NodeJS.ErrnoException).code, 'ERR_INVALID_ARG_TYPE');
   await t.throwsAsync(readdirStat('a\0b'), { code: 'ERR_INVALID_ARG_VALUE' });
+});
+
+test('readdirStatMany: for each path what readdirStat gives, or the error it rejects with', async (t) => {
+  const full = freshDir();
+  for (let i = 0; i < 300; i++) fs.writeFileSync(path.join(full, `f${i}`), 'x'.repeat(i));
+  fs.mkdirSync(path.join(full, 'sub'));
+  fs.writeFileSync(Buffer.concat([Buffer.from(`${full}/bad`), Buffer.from([0xc0, 0x80])]), '');
+  const empty = freshDir();
+  const file = freshFile();
+  const missing = path.join(empty, 'missing');
+  const paths = [full, missing, empty, file, path.join(full, 'sub'), full];
+  const many = await readdirStatMany(paths);
+  t.is(many.length, paths.length);
+  for (const [i, p] of paths.entries()) {
+    const one = await readdirStat(p).catch((err: unknown) => err);
+    const got = many[i]!;
+    if (one instanceof Error) {
+      t.true(got instanceof Error, p);
+      t.deepEqual({ ...(got as SysError), message: (got as SysError).message }, { ...(one as SysError), message: one.message }, p);
+    } else {
+      t.deepEqual(got, one, p);
+    }
+  }
+  t.is((many[0] as DirStats).names.length, 302);
+  t.deepEqual(await readdirStatMany([]), []);
+  await t.throwsAsync(readdirStatMany('nope' as unknown as string[]), { code: 'ERR_INVALID_ARG_TYPE' });
+  await t.throwsAsync(readdirStatMany([full, 7 as unknown as string]), { code: 'ERR_INVALID_ARG_TYPE' });
+  await t.throwsAsync(readdirStatMany(['a\0b']), { code: 'ERR_INVALID_ARG_VALUE' });
 });
 
 test('readdirStat: entries removed while it runs are left out, never an error', async (t) => {
