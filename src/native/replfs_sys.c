@@ -1,14 +1,15 @@
 /*
  * replfs_sys: the few syscalls Node's fs module does not expose (extended
  * attributes, mknod, nanosecond utimensat/futimens, readdir with d_ino, and
- * readdir with an lstat of every entry in one call).
+ * readdir with an lstat of every entry in one call, of one directory or several).
  *
  * Every function validates its arguments on the JS thread, runs the syscall on
  * the libuv thread pool through napi_async_work and settles a Promise. Errors
  * reject with an Error shaped like Node's fs errors:
  *   code: errno name ('ENOENT'), errno: negative errno, syscall, path.
  * readdirStatSync is the one synchronous exception: it runs on the calling
- * thread and throws the same errors.
+ * thread and throws the same errors. readdirStatMany resolves with one result
+ * per directory, an Error of that shape for each one that failed.
  */
 #define _GNU_SOURCE
 #define NAPI_VERSION 8
