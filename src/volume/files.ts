@@ -27,13 +27,15 @@ export class FileTable {
   static async load(store: Store, visit?: (fid: FileId, rec: FileRecord) => void): Promise<FileTable> {
     const next = await store.getJson<number>(Sublevel.meta, MetaKey.nextFid);
     const table = new FileTable(store, next ?? ROOT_FID + 1);
-    for await (const [key, value] of store.entries(Sublevel.files)) {
-      const fid = unhex(key);
-      const rec = JSON.parse(value.toString('utf8')) as FileRecord;
-      if (!rec.gone) table.inoToFid.set(rec.ino, fid);
-      if (rec.t === TypeTag.dir) table.dirs.set(fid, rec);
-      if (fid >= table.nextFid) table.nextFid = fid + 1;
-      visit?.(fid, rec);
+    for await (const batch of store.textBatches(Sublevel.files)) {
+      for (const [key, value] of batch) {
+        const fid = unhex(key);
+        const rec = JSON.parse(value) as FileRecord;
+        if (!rec.gone) table.inoToFid.set(rec.ino, fid);
+        if (rec.t === TypeTag.dir) table.dirs.set(fid, rec);
+        if (fid >= table.nextFid) table.nextFid = fid + 1;
+        visit?.(fid, rec);
+      }
     }
     return table;
   }

@@ -6,6 +6,7 @@
 // machine, which a sync of many small files pays per file several times over.
 import fs from 'node:fs';
 import type { BigIntStats } from 'node:fs';
+import { readdirStat, readdirStatSync } from './sys.js';
 
 const asyncIo = {
   lstat: (p: string) => new Promise<BigIntStats>((res, rej) => fs.lstat(p, { bigint: true }, (e, s) => (e ? rej(e) : res(s)))),
@@ -17,6 +18,7 @@ const asyncIo = {
   fsync: (fd: number, datasync = false) => new Promise<void>((res, rej) => (datasync ? fs.fdatasync : fs.fsync)(fd, (e) => (e ? rej(e) : res()))),
   fchown: (fd: number, uid: number, gid: number) => new Promise<void>((res, rej) => fs.fchown(fd, uid, gid, (e) => (e ? rej(e) : res()))),
   fchmod: (fd: number, mode: number) => new Promise<void>((res, rej) => fs.fchmod(fd, mode, (e) => (e ? rej(e) : res()))),
+  readdirStat,
 };
 
 const now = <T>(f: () => T): Promise<T> => { try { return Promise.resolve(f()); } catch (e) { return Promise.reject(e); } };
@@ -30,6 +32,7 @@ const syncIo: typeof asyncIo = {
   fsync: (fd, datasync = false) => now(() => (datasync ? fs.fdatasyncSync : fs.fsyncSync)(fd)),
   fchown: (fd, uid, gid) => now(() => fs.fchownSync(fd, uid, gid)),
   fchmod: (fd, mode) => now(() => fs.fchmodSync(fd, mode)),
+  readdirStat: (p) => now(() => readdirStatSync(p)),
 };
 
 export const io: typeof asyncIo = { ...asyncIo };

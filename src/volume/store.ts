@@ -87,6 +87,31 @@ export class Store {
     }
   }
 
+  /**
+   * Iterates one sublevel in batches of up to `size` entries, keys unprefixed and values
+   * decoded as UTF-8 text. For reading many small JSON values (every file record at a
+   * mount): a fraction of the cost of `entries`, which makes a Buffer and two promises
+   * per entry. The next batch is read while the caller works on one.
+   */
+  async *textBatches(sub: Sub, size = 1000): AsyncGenerator<Array<[string, string]>> {
+    const prefix = `${sub}!`;
+    const it = this.db.iterator<string, string>({ gte: prefix, lt: `${sub}"`, valueEncoding: 'utf8' });
+    let next = it.nextv(size);
+    try {
+      for (;;) {
+        const batch = await next;
+        if (batch.length === 0) return;
+        next = it.nextv(size);
+        for (const entry of batch) entry[0] = entry[0].slice(prefix.length);
+        yield batch;
+      }
+    } finally {
+      // A caller that stops early leaves a read in flight: let it end before closing.
+      await next.catch(() => undefined);
+      await it.close();
+    }
+  }
+
   async approximateSize(sub: Sub): Promise<number> {
     // classic-level has approximateSize; level's typings do not list it.
     const db = this.db as unknown as { approximateSize(start: string, end: string): Promise<number> };

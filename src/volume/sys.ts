@@ -1,8 +1,8 @@
 // Typed access to the replfs_sys native addon (src/native/replfs_sys.c): extended
-// attributes, mknod, nanosecond utimensat/futimens and readdir with inode numbers.
-// Every call runs its syscall on the libuv thread pool and returns a Promise. A failed
-// syscall rejects with a SysError shaped like Node's fs errors (code 'ENOENT',
-// errno -2, syscall, path).
+// attributes, mknod, nanosecond utimensat/futimens, readdir with inode numbers and
+// readdir with an lstat of every entry. Every call runs its syscall on the libuv thread
+// pool and returns a Promise (readdirStatSync excepted). A failed syscall rejects with a
+// SysError shaped like Node's fs errors (code 'ENOENT', errno -2, syscall, path).
 import { constants as osConstants } from 'node:os';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -23,6 +23,31 @@ export interface DirEntries {
   /** d_type of each entry (one of the DT_* constants). */
   types: number[];
 }
+
+/**
+ * A directory's entries with the numbers of an lstat of each: row i of `stats` (STAT_FIELDS
+ * numbers from i * STAT_FIELDS, indexed by StatField) describes `names[i]`.
+ */
+export interface DirStats {
+  names: string[];
+  stats: Float64Array;
+}
+
+/**
+ * The numbers of a readdirStat row. They are the values of fs.lstat(path, { bigint: true })
+ * as Number(value) gives them: ino, mode, nlink, size and rdev as Number(st.ino) and so
+ * on; each time as whole seconds and nanoseconds (st.mtimeNs is mtimeSec * 1e9 +
+ * mtimeNsec); dev in two 32-bit halves of its 64 bits, so that it compares exactly.
+ * `errno` is 0 when the row holds numbers; otherwise the entry could not be looked at
+ * (EILSEQ: its name is not valid UTF-8, see readdirStat) and the other fields are 0.
+ */
+export const StatField = {
+  ino: 0, mode: 1, nlink: 2, size: 3,
+  mtimeSec: 4, mtimeNsec: 5, ctimeSec: 6, ctimeNsec: 7, birthtimeSec: 8, birthtimeNsec: 9,
+  devHi: 10, devLo: 11, rdev: 12, errno: 13,
+} as const;
+/** Numbers per readdirStat row. */
+export const STAT_FIELDS = 14;
 
 interface NativeBinding {
   lgetxattr(path: string, name: string): Promise<Buffer>;
@@ -49,6 +74,10 @@ interface NativeBinding {
   watchDirectory(ino: number, on: boolean): void;
   invalidateEntry(ino: number, name: string | null): Promise<boolean>;
   readdirIno(path: string): Promise<DirEntries>;
+  readdirStat(path: string): Promise<DirStats>;
+  readdirStatSync(path: string): DirStats;
+  readdirStatMany(paths: readonly string[]): Promise<Array<DirStats | SysError>>;
+  READDIR_STAT_FIELDS: number;
   UTIME_NOW: number;
   UTIME_OMIT: number;
 }
@@ -92,7 +121,8 @@ function loadBinding(): NativeBinding {
   const holder = { exports: {} as unknown };
   process.dlopen(holder, addonPath, osConstants.dlopen.RTLD_NOW! | osConstants.dlopen.RTLD_GLOBAL!);
   const loaded: unknown = holder.exports;
-  if (typeof loaded !== 'object' || loaded === null || typeof (loaded as { readdirIno?: unknown }).readdirIno !== 'function') {
+  if (typeof loaded !== 'object' || loaded === null || typeof (loaded as { readdirIno?: unknown }).readdirIno !== 'function' ||
+    (loaded as { READDIR_STAT_FIELDS?: unknown }).READDIR_STAT_FIELDS !== STAT_FIELDS) {
     throw new Error(
       `replfs native addon at ${addonPath} is incomplete or stale. ` +
         'Rebuild it with `npm run postinstall` (or `node src/native/setup.mjs`).',
@@ -205,6 +235,34 @@ export function futimens(
 /** Lists a directory with d_ino and d_type, skipping "." and "..". Follows a final symlink, like opendir(3). */
 export function readdirIno(path: string): Promise<DirEntries> {
   return native.readdirIno(path);
+}
+
+/**
+ * Lists a directory (skipping "." and "..", following a final symlink like opendir(3))
+ * and lstats every entry relative to the open directory, in one call on the thread pool.
+ * An entry gone by the time it is looked at is left out, as it would be had the
+ * directory been read a moment later. Names are converted like readdirIno's: bytes that
+ * are not valid UTF-8 become U+FFFD, and such an entry keeps its place with errno EILSEQ
+ * and no numbers (its name does not reach it). Any other failure to look at an entry
+ * also stays in its row's errno; failures of the directory itself reject (syscall
+ * 'readdir').
+ */
+export function readdirStat(path: string): Promise<DirStats> {
+  return native.readdirStat(path);
+}
+
+/**
+ * readdirStat of several directories in one call on the thread pool (one hand-off for
+ * all, where small directories cost little more than the hand-off): for each path, in
+ * order, its DirStats or the SysError readdirStat would have rejected with.
+ */
+export function readdirStatMany(paths: readonly string[]): Promise<Array<DirStats | SysError>> {
+  return native.readdirStatMany(paths);
+}
+
+/** readdirStat on the calling thread, throwing its errors: for processes that serve no mount. */
+export function readdirStatSync(path: string): DirStats {
+  return native.readdirStatSync(path);
 }
 
 /** True when err is an error raised by this module (or by Node's fs, which has the same shape). */

@@ -19,9 +19,14 @@ import {
   lsetxattr,
   mknod,
   readdirIno,
+  readdirStat,
+  readdirStatMany,
+  readdirStatSync,
+  STAT_FIELDS,
+  StatField,
   utimensat,
 } from '../../src/volume/sys.js';
-import type { SysError } from '../../src/volume/sys.js';
+import type { DirStats, SysError } from '../../src/volume/sys.js';
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), 'replfs-sys-'));
 let counter = 0;
@@ -243,6 +248,138 @@ test('readdirIno: errors', async (t) => {
   const missing = path.join(path.dirname(f), 'missing');
   await rejectsWith(readdirIno(missing), 'ENOENT', 'readdir', missing);
   await rejectsWith(readdirIno(f), 'ENOTDIR', 'readdir', f);
+  t.pass();
+});
+
+/** The numbers lstat gives, in a readdirStat row's terms (see StatField). */
+function rowOfLstat(file: string): number[] {
+  const st = fs.lstatSync(file, { bigint: true });
+  const time = (ns: bigint): [number, number] => {
+    let nsec = ns % 1_000_000_000n;
+    if (nsec < 0n) nsec += 1_000_000_000n;
+    return [Number((ns - nsec) / 1_000_000_000n), Number(nsec)];
+  };
+  const dev = BigInt.asUintN(64, st.dev);
+  return [
+    Number(st.ino), Number(st.mode), Number(st.nlink), Number(st.size),
+    ...time(st.mtimeNs), ...time(st.ctimeNs), ...time(st.birthtimeNs),
+    Number(dev >> 32n), Number(dev & 0xffffffffn), Number(st.rdev), 0,
+  ];
+}
+
+function rowOf(res: DirStats, name: string): number[] {
+  const i = res.names.indexOf(name);
+  return [...res.stats.subarray(i * STAT_FIELDS, (i + 1) * STAT_FIELDS)];
+}
+
+test('readdirStat: every entry with the numbers lstat gives', async (t) => {
+  const dir = freshDir();
+  fs.writeFileSync(path.join(dir, 'file'), 'some bytes');
+  fs.linkSync(path.join(dir, 'file'), path.join(dir, 'hardlink'));
+  fs.mkdirSync(path.join(dir, 'sub'));
+  fs.symlinkSync('file', path.join(dir, 'link'));
+  await mknod(path.join(dir, 'fifo'), fs.constants.S_IFIFO | 0o644, 0);
+  fs.writeFileSync(path.join(dir, 'ünïcödé name'), '');
+  fs.writeFileSync(path.join(dir, 'old'), '');
+  await utimensat(path.join(dir, 'old'), 0, 0, -5, 250_000_000, false);
+  fs.writeFileSync(path.join(dir, 'exact'), '');
+  await utimensat(path.join(dir, 'exact'), 0, 0, 1_000_000_000, 123_456_789, false);
+
+  const res = await readdirStat(dir);
+  t.true(res.stats instanceof Float64Array);
+  t.is(res.stats.length, res.names.length * STAT_FIELDS);
+  t.deepEqual(res.names, (await readdirIno(dir)).names, 'the names and the order of readdirIno');
+  t.deepEqual([...res.names].sort(), ['exact', 'fifo', 'file', 'hardlink', 'link', 'old', 'sub', 'ünïcödé name']);
+  for (const name of res.names) t.deepEqual(rowOf(res, name), rowOfLstat(path.join(dir, name)), name);
+  t.is(rowOf(res, 'file')[StatField.nlink], 2);
+  t.is(rowOf(res, 'file')[StatField.size], 10);
+  t.deepEqual(rowOf(res, 'old').slice(StatField.mtimeSec, StatField.mtimeNsec + 1), [-5, 250_000_000]);
+  t.deepEqual(rowOf(res, 'exact').slice(StatField.mtimeSec, StatField.mtimeNsec + 1), [1_000_000_000, 123_456_789]);
+
+  t.deepEqual(readdirStatSync(dir), res, 'the synchronous variant gives the same');
+  const empty = freshDir();
+  t.deepEqual(await readdirStat(empty), { names: [], stats: new Float64Array(0) });
+  t.deepEqual(readdirStatSync(empty), { names: [], stats: new Float64Array(0) });
+});
+
+test('readdirStat: a name that is not UTF-8 keeps its place, converted as readdirIno does, with EILSEQ', async (t) => {
+  const dir = freshDir();
+  fs.writeFileSync(path.join(dir, 'fine'), 'x');
+  fs.writeFileSync(Buffer.concat([Buffer.from(`${dir}/bad`), Buffer.from([0xff, 0x41])]), 'y');
+  const res = await readdirStat(dir);
+  t.deepEqual(res.names, (await readdirIno(dir)).names);
+  t.true(res.names.includes('bad\ufffdA'));
+  const bad = rowOf(res, 'bad\ufffdA');
+  t.is(bad[StatField.errno], os.constants.errno.EILSEQ);
+  t.deepEqual(bad.slice(0, StatField.errno), new Array<number>(StatField.errno).fill(0));
+  t.deepEqual(rowOf(res, 'fine'), rowOfLstat(path.join(dir, 'fine')));
+  t.deepEqual(readdirStatSync(dir), res);
+});
+
+test('readdirStat: errors', async (t) => {
+  const f = freshFile();
+  const missing = path.join(path.dirname(f), 'missing');
+  await rejectsWith(readdirStat(missing), 'ENOENT', 'readdir', missing);
+  await rejectsWith(readdirStat(f), 'ENOTDIR', 'readdir', f);
+  await rejectsWith((async () => readdirStatSync(missing))(), 'ENOENT', 'readdir', missing);
+  await rejectsWith((async () => readdirStatSync(f))(), 'ENOTDIR', 'readdir', f);
+  const err = t.throws(() => readdirStatSync(42 as unknown as string));
+  t.is((err as NodeJS.ErrnoException).code, 'ERR_INVALID_ARG_TYPE');
+  await t.throwsAsync(readdirStat('a\0b'), { code: 'ERR_INVALID_ARG_VALUE' });
+});
+
+test('readdirStatMany: for each path what readdirStat gives, or the error it rejects with', async (t) => {
+  const full = freshDir();
+  for (let i = 0; i < 300; i++) fs.writeFileSync(path.join(full, `f${i}`), 'x'.repeat(i));
+  fs.mkdirSync(path.join(full, 'sub'));
+  fs.writeFileSync(Buffer.concat([Buffer.from(`${full}/bad`), Buffer.from([0xc0, 0x80])]), '');
+  const empty = freshDir();
+  const file = freshFile();
+  const missing = path.join(empty, 'missing');
+  const paths = [full, missing, empty, file, path.join(full, 'sub'), full];
+  const many = await readdirStatMany(paths);
+  t.is(many.length, paths.length);
+  for (const [i, p] of paths.entries()) {
+    const one = await readdirStat(p).catch((err: unknown) => err);
+    const got = many[i]!;
+    if (one instanceof Error) {
+      t.true(got instanceof Error, p);
+      t.deepEqual({ ...(got as SysError), message: (got as SysError).message }, { ...(one as SysError), message: one.message }, p);
+    } else {
+      t.deepEqual(got, one, p);
+    }
+  }
+  t.is((many[0] as DirStats).names.length, 302);
+  t.deepEqual(await readdirStatMany([]), []);
+  await t.throwsAsync(readdirStatMany('nope' as unknown as string[]), { code: 'ERR_INVALID_ARG_TYPE' });
+  await t.throwsAsync(readdirStatMany([full, 7 as unknown as string]), { code: 'ERR_INVALID_ARG_TYPE' });
+  await t.throwsAsync(readdirStatMany(['a\0b']), { code: 'ERR_INVALID_ARG_VALUE' });
+});
+
+test('readdirStat: entries removed while it runs are left out, never an error', async (t) => {
+  // The call runs on the thread pool while this thread unlinks, from the end of the
+  // directory's order, the entries it has yet to reach: those it read but finds gone
+  // when it looks at them are left out.
+  const dir = freshDir();
+  const count = 4000;
+  for (let i = 0; i < count; i++) fs.writeFileSync(path.join(dir, `f${i}`), '');
+  const inos = new Map(fs.readdirSync(dir).map((n) => [n, fs.lstatSync(path.join(dir, n)).ino]));
+  let partial = 0;
+  for (let attempt = 0; attempt < 20 && partial === 0; attempt++) {
+    const order = (await readdirIno(dir)).names;
+    const running = readdirStat(dir);
+    for (let i = order.length - 1; i >= 0; i--) fs.unlinkSync(path.join(dir, order[i]!));
+    const res = await running;
+    const wrong = res.names.filter((name, i) =>
+      res.stats[i * STAT_FIELDS + StatField.errno] !== 0 || res.stats[i * STAT_FIELDS + StatField.ino] !== inos.get(name));
+    t.deepEqual(wrong, [], 'every entry listed has the numbers of the file it named');
+    if (res.names.length > 0 && res.names.length < order.length) partial++;
+    for (const name of inos.keys()) {
+      fs.writeFileSync(path.join(dir, name), '');
+      inos.set(name, fs.lstatSync(path.join(dir, name)).ino);
+    }
+  }
+  t.log(partial > 0 ? 'caught a listing that lost entries while it ran' : 'the race did not happen this time');
   t.pass();
 });
 

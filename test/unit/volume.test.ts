@@ -7,6 +7,8 @@ import test from '../helpers/ava.js';
 import { Volume } from '../../src/volume/volume.js';
 import type { JournalFile } from '../../src/core/types.js';
 import { ReplfsError } from '../../src/errors/index.js';
+import { Store } from '../../src/volume/store.js';
+import { Sublevel } from '../../src/volume/format.js';
 
 const me = { uid: process.getuid!(), gid: process.getgid!(), pid: process.pid };
 const { O_RDWR, O_WRONLY, O_CREAT } = fs.constants;
@@ -196,6 +198,34 @@ test('changes made while closed are found at the next writable open', async (t) 
   const again = await Volume.open(dir, { writable: true });
   t.deepEqual(again.report.offline, { created: 0, changed: 0, moved: 0, deleted: 0, examples: [] }, 'nothing new the second time');
   await again.volume.close();
+});
+
+test('a writable open of an unchanged tree journals nothing and rewrites no file record', async (t) => {
+  const dir = tmp(t);
+  fs.mkdirSync(path.join(dir, 'sub/deeper'), { recursive: true });
+  for (let i = 0; i < 30; i++) fs.writeFileSync(path.join(dir, i % 2 ? 'sub' : 'sub/deeper', `f${i}`), String(i));
+  fs.writeFileSync(path.join(dir, 'pair'), 'p');
+  fs.linkSync(path.join(dir, 'pair'), path.join(dir, 'sub/pair'));
+  fs.symlinkSync('pair', path.join(dir, 'link'));
+  await Volume.init(dir);
+  await (await openVolume(dir)).close();
+  const records = async (): Promise<string[]> => {
+    const store = await Store.open(path.join(dir, '.replfs', 'db'), { create: false });
+    try {
+      const out: string[] = [];
+      for await (const [key, value] of store.entries(Sublevel.files)) out.push(`${key} ${value.toString('utf8')}`);
+      return out;
+    } finally {
+      await store.close();
+    }
+  };
+  const before = await records();
+  t.is(before.length, 35, "the root, two directories, 30 files, the pair (one file) and the symlink");
+  const { volume, report } = await Volume.open(dir, { writable: true });
+  t.deepEqual(report.offline, { created: 0, changed: 0, moved: 0, deleted: 0, examples: [] });
+  t.deepEqual((await volume.journalReport()).files, []);
+  await volume.close();
+  t.deepEqual(await records(), before);
 });
 
 test('a process that dies before flushing leaves its intents, recovered at the next open', async (t) => {
