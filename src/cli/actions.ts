@@ -5,7 +5,7 @@ import { ReplfsError } from '../errors/index.js';
 import { cloexecAll, type GcReport, type SnapshotRecord, type Volume } from '../volume/index.js';
 import { checkSnapshotName } from './command.js';
 import { decide, PolicyError, type KeepPolicy } from '../policy/retention.js';
-import { ConfigError, parseQuiesce, runHook, type HookOutcome } from '../policy/hooks.js';
+import { ConfigError, parseQuiesce, runHook, type HookOutcome, type QuiesceConfig } from '../policy/hooks.js';
 import { ConnectionError, greet } from '../replicate/connection.js';
 import { parseDestination } from '../replicate/destination.js';
 import { ProtocolError } from '../replicate/frames.js';
@@ -56,17 +56,21 @@ async function refuseOnReplica(volume: Volume, what: 'snapshot' | 'send' | 'rest
     'restore somewhere else with --to, or copy from its mount: cp -a <mount>/.snapshots/<name>/<path> <destination>');
 }
 
-const snapshot: Action = async (volume, args, ctx) => {
-  await refuseOnReplica(volume, 'snapshot');
-  const label = str(args, 'label') ?? null;
-  const quiesce = args.quiesce === true;
-  let q;
+/** The volume's quiesce settings, read afresh; a malformed one is a usage error naming the field. */
+async function quiesceConfig(volume: Volume): Promise<QuiesceConfig> {
   try {
-    q = parseQuiesce((await volume.currentConfig()).quiesce);
+    return parseQuiesce((await volume.currentConfig()).quiesce);
   } catch (err) {
     if (err instanceof ConfigError) throw new ReplfsError('usage', `${volume.root}/.replfs/config.json: ${err.message}`);
     throw err;
   }
+}
+
+const snapshot: Action = async (volume, args, ctx) => {
+  await refuseOnReplica(volume, 'snapshot');
+  const label = str(args, 'label') ?? null;
+  const quiesce = args.quiesce === true;
+  const q = await quiesceConfig(volume);
   const name = volume.reserveSnapshotName();
   const env = (phase: string, extra: Record<string, string> = {}) => ({
     REPLFS_VOLUME: volume.root, REPLFS_MOUNTPOINT: ctx.mountpoint ?? '', REPLFS_SNAPSHOT: name, REPLFS_PHASE: phase, ...extra,
@@ -220,7 +224,8 @@ const sync: Action = async (volume, args, ctx) => {
     if (name === undefined) throw new ReplfsError('refused', 'the source has no snapshot yet', 'take one with replfs snapshot, or sync without --dry-run');
   } else {
     await refuseOnReplica(volume, 'send');
-    name = ((await snapshot(volume, { quiesce: args.quiesce === true, label: null }, ctx)) as SnapshotResult).snapshot.name;
+    const quiesce = args.quiesce === true || (await quiesceConfig(volume)).onSync;
+    name = ((await snapshot(volume, { quiesce, label: null }, ctx)) as SnapshotResult).snapshot.name;
   }
   const { link, remote, destination } = await reach(args);
   const pool = new HashPool();

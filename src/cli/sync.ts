@@ -22,8 +22,9 @@ export const sync: Command = {
   summary: 'Send a snapshot to a replica: only the blocks that changed since the last sync.',
   args: '<path> <destination>',
   description: [
-    'Takes a new snapshot first (quiesced with --quiesce), or sends the one named with',
-    '--snapshot. The destination is a local directory, [user@]host:/path or',
+    'Takes a new snapshot first (quiesced with --quiesce, or when the volume\'s config sets',
+    'quiesce.onSync), or sends the one named with --snapshot. The destination is a local',
+    'directory, [user@]host:/path or',
     'ssh://[user@]host[:port]/path through ssh (the far side runs `replfs serve --stdio`), or',
     'replfs://host:port/NAME on a `replfs serve --listen` server.',
     'The first sync to an empty destination copies everything; later ones send the change',

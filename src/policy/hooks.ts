@@ -14,10 +14,12 @@ export interface QuiesceConfig {
   barrierTimeoutMs: number;
   /** What to do when the pre-hook fails or times out: take a crash-consistent snapshot, or none. */
   onPreFailure: 'crash' | 'abort';
+  /** `replfs sync` quiesces the snapshot it takes, as if given --quiesce. */
+  onSync: boolean;
 }
 
 export const QUIESCE_DEFAULTS: QuiesceConfig = {
-  pre: null, post: null, preTimeoutMs: 30_000, postTimeoutMs: 30_000, barrierTimeoutMs: 10_000, onPreFailure: 'crash',
+  pre: null, post: null, preTimeoutMs: 30_000, postTimeoutMs: 30_000, barrierTimeoutMs: 10_000, onPreFailure: 'crash', onSync: false,
 };
 
 export class ConfigError extends Error {
@@ -39,6 +41,9 @@ export function parseQuiesce(raw: unknown): QuiesceConfig {
     if (key === 'pre' || key === 'post') {
       if (value !== null && (typeof value !== 'string' || value.trim() === '')) throw new ConfigError(field, 'must be a shell command (a non-empty string) or null');
       out[key] = value as string | null;
+    } else if (key === 'onSync') {
+      if (typeof value !== 'boolean') throw new ConfigError(field, 'must be true or false');
+      out.onSync = value;
     } else if (key === 'onPreFailure') {
       if (value !== 'crash' && value !== 'abort') throw new ConfigError(field, 'must be "crash" or "abort"');
       out.onPreFailure = value;

@@ -310,7 +310,7 @@ export class Receiver implements ReceiverApi {
     await this.replica.syncData();
     const meta: ReplicaMeta = { sourceVolumeId: b.sourceVolumeId, base: { name: b.snapshot.name, sourceTime: b.snapshot.sourceTime }, pending: null };
     const rec = await this.replica.snapshot({
-      name: this.replica.reserveSnapshotName(new Date(b.snapshot.sourceTime)),
+      name: this.replica.reserveSnapshotName(new Date(b.snapshot.sourceTime), b.snapshot.name),
       sourceTime: b.snapshot.sourceTime, label: b.snapshot.label, consistency: b.snapshot.consistency,
       extraOps: [this.replica.replicaMetaOp(meta), ...(await this.replica.planLogDeletes())],
     });

@@ -63,9 +63,15 @@ export class Catalog {
     return best;
   }
 
-  /** Reserves a fresh name for a snapshot of time `at`. */
-  reserve(at: Date): string {
-    const name = snapshotName(at, (n) => this.byName.has(n) || this.reserved.has(n) || n === LATEST);
+  /**
+   * Reserves a fresh name for a snapshot of time `at`: `preferred` if it is a snapshot name
+   * for that second and free (a replica takes its source snapshot's name), else the first
+   * free one.
+   */
+  reserve(at: Date, preferred?: string): string {
+    const taken = (n: string) => this.byName.has(n) || this.reserved.has(n) || n === LATEST;
+    const m = preferred === undefined ? null : SNAPSHOT_NAME.exec(preferred);
+    const name = m && m[1] === baseName(at) && !taken(preferred!) ? preferred! : snapshotName(at, taken);
     this.reserved.add(name);
     return name;
   }

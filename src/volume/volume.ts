@@ -1088,8 +1088,8 @@ export class Volume {
   }
 
   /** Reserves the name a snapshot taken now will get (quiesce hooks are told it first). */
-  reserveSnapshotName(at = new Date()): string {
-    return this.catalog.reserve(at);
+  reserveSnapshotName(at = new Date(), preferred?: string): string {
+    return this.catalog.reserve(at, preferred);
   }
 
   releaseSnapshotName(name: string): void {

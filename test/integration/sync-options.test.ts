@@ -91,3 +91,23 @@ test('bad sync and verify options are refused before anything is sent', async (t
   const name = (JSON.parse(later.stdout) as { snapshot: { name: string } }).snapshot.name;
   fails(t, await replfs(s, ['verify', src, dst, '--snapshot', name]), 'notFound', /the replica has no snapshot of the source's/, 'verify of a snapshot the replica does not have');
 });
+
+test('quiesce.onSync in the volume\'s config quiesces the snapshot a sync takes; a malformed one is refused', async (t) => {
+  const s = scratch(t);
+  const src = path.join(s.dir, 'src');
+  fs.mkdirSync(src);
+  await initVolume(t, s, src);
+  const marker = path.join(s.dir, 'pre-hook-ran');
+  const config = path.join(src, '.replfs/config.json');
+  const base = JSON.parse(fs.readFileSync(config, 'utf8')) as Record<string, unknown>;
+  fs.writeFileSync(config, JSON.stringify({ ...base, quiesce: { onSync: 'yes' } }));
+  fails(t, await replfs(s, ['sync', src, path.join(s.dir, 'replica')]), 'usage', /config\.json: quiesce\.onSync: must be true or false/, 'a malformed onSync');
+  t.false(fs.existsSync(path.join(s.dir, 'replica')));
+  fs.writeFileSync(config, JSON.stringify({ ...base, quiesce: { pre: `touch ${marker}`, onSync: true } }));
+  await mountVolume(t, s, src);
+  fs.writeFileSync(path.join(src, 'a'), 'a');
+  const sum = await syncJson(t, s, [src, path.join(s.dir, 'replica')]);
+  t.true(fs.existsSync(marker), 'the pre-hook ran');
+  const list = JSON.parse((await replfs(s, ['snapshots', src, '--json'])).stdout) as { snapshots: Array<{ name: string; consistency: string }> };
+  t.is(list.snapshots.find((x) => x.name === sum.snapshot)?.consistency, 'app', 'the snapshot sent is app-consistent');
+});
