@@ -106,7 +106,8 @@ const typeTagOf = (n: Node): string => (n.type === 'other' ? 'p' : TypeTag[n.typ
 const join = (dir: string, name: string) => (dir === '' ? name : `${dir}/${name}`);
 
 interface OpenFile {
-  fd: number;
+  fd: Promise<number>;
+  /** Requests using it now (counted as they start, before they wait for it). */
   users: number;
 }
 
@@ -123,7 +124,7 @@ export class Receiver implements ReceiverApi {
   private readonly deferred = new Map<FileId, LoggedStep>();
   /** Each file's size before this sync wrote to it: past it, the replica holds zeros. */
   private readonly sizeBefore = new Map<FileId, Promise<number>>();
-  private readonly openFiles = new Map<FileId, Promise<OpenFile>>();
+  private readonly openFiles = new Map<FileId, OpenFile>();
   /** Replica directories found to be real directories during this sync. */
   private readonly checkedDirs = new Set<string>();
   private readonly zeroHashes = new Map<number, Promise<Buffer>>();
@@ -320,9 +321,9 @@ export class Receiver implements ReceiverApi {
   async abort(reason?: unknown): Promise<void> {
     const open = [...this.openFiles.values()];
     this.openFiles.clear();
-    for (const f of open) {
-      const file = await f.catch(() => null);
-      if (file) await this.replica.release(file.fd).catch(() => undefined);
+    for (const file of open) {
+      const fd = await file.fd.catch(() => null);
+      if (fd !== null) await this.replica.release(fd).catch(() => undefined);
     }
     const views = [...this.viewFiles.values()];
     this.viewFiles.clear();
@@ -523,20 +524,21 @@ export class Receiver implements ReceiverApi {
 
   /** Runs `work` with the replica file open for reading and writing. */
   private async withFile<T>(fid: FileId, work: (fd: number) => Promise<T>): Promise<T> {
-    let entry = this.openFiles.get(fid);
-    if (!entry) {
-      entry = this.openFile(fid);
-      this.openFiles.set(fid, entry);
-      entry.catch(() => this.openFiles.delete(fid));
+    let file = this.openFiles.get(fid);
+    if (!file) {
+      const fd = this.openFile(fid);
+      file = { fd, users: 0 };
+      this.openFiles.set(fid, file);
+      fd.catch(() => { if (this.openFiles.get(fid) === file) this.openFiles.delete(fid); });
     } else {
       // Most recently used last.
       this.openFiles.delete(fid);
-      this.openFiles.set(fid, entry);
+      this.openFiles.set(fid, file);
     }
-    const file = await entry;
+    // Counted before the first await: closeIdle never closes a descriptor about to be used.
     file.users++;
     try {
-      return await work(file.fd);
+      return await work(await file.fd);
     } finally {
       file.users--;
       void this.closeIdle();
@@ -554,8 +556,8 @@ export class Receiver implements ReceiverApi {
     return this.replica.create(`/${step.path}`, 0o600, fsConstants.O_RDWR | fsConstants.O_CREAT | fsConstants.O_EXCL, me);
   }
 
-  private async openFile(fid: FileId): Promise<OpenFile> {
-    if (this.deferred.has(fid)) return { fd: await this.makeDeferred(fid), users: 0 };
+  private async openFile(fid: FileId): Promise<number> {
+    if (this.deferred.has(fid)) return this.makeDeferred(fid);
     await this.sizeOf(fid);
     const rel = this.dataPathOf(fid);
     const fd = await this.replica.open(`/${rel}`, this.need().mode === 'sync' ? fsConstants.O_RDWR : fsConstants.O_RDONLY);
@@ -565,17 +567,21 @@ export class Receiver implements ReceiverApi {
       await this.replica.release(fd);
       throw outsideChange(`${rel} has ${st.nlink} links, more than the ${names} replfs made`);
     }
-    return { fd, users: 0 };
+    return fd;
   }
 
+  /** Closes the least recently used files nobody is using, down to OPEN_FILES. */
   private async closeIdle(): Promise<void> {
-    if (this.openFiles.size <= OPEN_FILES) return;
-    for (const [fid, entry] of this.openFiles) {
+    const idle: OpenFile[] = [];
+    for (const [fid, file] of this.openFiles) {
       if (this.openFiles.size <= OPEN_FILES) break;
-      const file = await entry.catch(() => null);
-      if (!file || file.users > 0 || this.openFiles.get(fid) !== entry) continue;
+      if (file.users > 0) continue;
       this.openFiles.delete(fid);
-      await this.replica.release(file.fd).catch(() => undefined);
+      idle.push(file);
+    }
+    for (const file of idle) {
+      const fd = await file.fd.catch(() => null);
+      if (fd !== null) await this.replica.release(fd).catch(() => undefined);
     }
   }
 

@@ -290,3 +290,19 @@ test('blocks the replica already holds in its block store are copied there, not 
   t.is(back.bytesSent, 0, 'the old blocks came from the replica\'s own store');
   await sameAsSource(t, p, s3.name, 'after the revert');
 });
+
+test('a sync of many more files than the receiver keeps open is exact (descriptors are closed and opened again as it goes)', async (t) => {
+  const p = await pair(t);
+  await p.source.snapshot();
+  await syncOnce(p);
+  // Existing files, changed: each is opened on the replica to compare, and written.
+  for (let i = 0; i < 300; i++) await put(p.source, `/many-${i}`, randomBytes(70_000));
+  await p.source.snapshot();
+  await syncOnce(p);
+  for (let i = 0; i < 300; i++) await writeAt(p.source, `/many-${i}`, randomBytes(20_000), 1000 + i);
+  const s3 = await p.source.snapshot();
+  const third = await syncOnce(p);
+  t.true(third.filesChanged >= 300);
+  t.true(third.bytesSent < 300 * 3 * 16384, `only the changed blocks are sent (${third.bytesSent} bytes)`);
+  await sameAsSource(t, p, s3.name, 'after changing 300 files at once');
+});
