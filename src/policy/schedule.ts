@@ -424,6 +424,8 @@ export function describeSchedule(s: Schedule): string {
  *
  * Once only, provided the caller records as lastRunMs the time the job actually ran (not
  * the time this returned): the next call then looks for firings after that.
+ * For a cron job never run, the result is always after nowMs: keep it and run the job when
+ * it comes, rather than ask again at that moment (which gives the time after it).
  * A lastRunMs later than nowMs (the clock was set back) counts as nowMs, so that a job does
  * not wait for the clock to catch up with a run in its future.
  */
