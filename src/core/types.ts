@@ -44,7 +44,7 @@ export function changeKindNames(mask: number): ChangeKindName[] {
 export type FileType = 'file' | 'dir' | 'symlink' | 'fifo' | 'socket' | 'chardev' | 'blockdev';
 
 /** Why a file's content must be compared whole rather than trusted from extents. */
-export type UnknownReason = 'offline-change' | 'created-offline';
+export type UnknownReason = 'offline-change' | 'created-offline' | 'overflow' | 'inconsistent';
 
 /** One file in the journal, as reported to users and to the replicator. */
 export interface JournalFile {
@@ -162,4 +162,22 @@ export interface StatFs {
   ffree: number;
   favail: number;
   namemax: number;
+}
+
+/** Which snapshots a retention keeps (restic's rules; src/policy/retention.ts decides). */
+export interface KeepPolicy {
+  last?: number;
+  hourly?: number;
+  daily?: number;
+  weekly?: number;
+  monthly?: number;
+  /** Milliseconds before the newest snapshot's time. */
+  withinMs?: number;
+}
+
+/** What pruning a replica's snapshots did (a sync with a destination retention). */
+export interface PruneOutcome {
+  removed: string[];
+  kept: number;
+  bytesFreed: number;
 }

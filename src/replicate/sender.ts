@@ -2,14 +2,14 @@
 // change set since that base, and for each changed range sends block hashes first and then
 // only the blocks the receiver lacks. Ranges are worked on many at a time (reading,
 // hashing, and waiting for the receiver's answers overlap), in file order.
-import type { FileId } from '../core/types.js';
+import type { FileId, KeepPolicy } from '../core/types.js';
 import { ReplfsError } from '../errors/index.js';
 import type { SnapshotRecord, Volume } from '../volume/index.js';
 import { readFull } from '../volume/io.js';
 import type { SnapshotView, ViewHandle } from '../volume/view.js';
 import { changeSet, type FileChange } from './changes.js';
 import type { HashPool } from './hasher.js';
-import type { Difference, ReceiverApi, ReceiverState, SyncMode } from './receiver.js';
+import type { Difference, FinishResult, ReceiverApi, ReceiverState, Space, SyncMode } from './receiver.js';
 
 /** Bytes hashed and compared per request. */
 const CHUNK = 1024 * 1024;
@@ -40,6 +40,8 @@ export interface SendOptions {
   onStart?: (state: ReceiverState, target: SnapshotRecord) => Promise<void>;
   /** Bytes the connection carried, both ways (a remote receiver knows). */
   wireBytes?: () => number;
+  /** Once the replica confirms, prune its snapshots by these rules. */
+  retention?: KeepPolicy;
 }
 
 export interface SyncSummary {
@@ -54,6 +56,8 @@ export interface SyncSummary {
   replicaId: string;
   /** `full`: the first sync; `incremental`: the change set since the base; `complete`: every file compared (--force after outside changes). */
   kind: 'full' | 'incremental' | 'complete';
+  /** Why every file was compared (kind `complete`). */
+  completeReason?: string;
   /** An interrupted sync of this destination was finished by this one. */
   resumed: boolean;
   dryRun: boolean;
@@ -68,6 +72,10 @@ export interface SyncSummary {
   /** Everything the connection carried both ways: frames, metadata, hashes and blocks. */
   bytesOnWire: number;
   durationMs: number;
+  /** Free and total bytes where the replica lives, as the destination last said. */
+  space?: Space;
+  /** What the destination's retention removed, or why it could not. */
+  pruned?: FinishResult['pruned'];
 }
 
 export interface VerifySummary {
@@ -162,6 +170,7 @@ async function run(source: Volume, receiver: ReceiverApi, opts: SendOptions): Pr
     snapshot: target.name, sourceTime: target.sourceTime, replicaSnapshot: null, base: base?.name ?? null, replicaId: state.replicaId,
     kind: 'full', resumed: state.resume !== null, dryRun: mode === 'dry-run',
     filesChanged: 0, bytesRead: 0, bytesSent: 0, blocksSent: 0, blocksSkipped: 0, bytesOnWire: 0, durationMs: 0,
+    ...(state.space ? { space: state.space } : {}),
   };
   const finish = () => {
     summary.bytesOnWire = opts.wireBytes?.() ?? 0;
@@ -179,11 +188,29 @@ async function run(source: Volume, receiver: ReceiverApi, opts: SendOptions): Pr
   // else the journal's change set since the base, with what an interrupted sync touched.
   const baseHere = base !== null && source.snapshots().some((s) => s.name === base.name);
   const resumeHere = state.resume !== null && source.snapshots().some((s) => s.name === state.resume!.name);
-  const complete = !baseHere || state.complete || (state.resume !== null && !resumeHere);
-  summary.kind = base === null ? 'full' : complete ? 'complete' : 'incremental';
-  const changes = complete
+  let complete = !baseHere || state.complete || (state.resume !== null && !resumeHere);
+  if (base !== null) {
+    if (!baseHere) summary.completeReason = `the base ${base.name} is no longer on the source`;
+    else if (state.complete) summary.completeReason = 'the destination asked for every file (a --force sync)';
+    else if (state.resume !== null && !resumeHere) summary.completeReason = `the interrupted sync's snapshot ${state.resume.name} is no longer on the source`;
+  }
+  // A journal that lost detail (or was found damaged, maybe only now, while reading it)
+  // cannot say which blocks changed: everything is compared, never a change missed.
+  const degraded = () => (baseHere && !complete
+    ? (source.fullCompareReason(base!.name, target.name) ?? (resumeHere ? source.fullCompareReason(base!.name, state.resume!.name) : null))?.reason ?? null
+    : null);
+  let why = degraded();
+  if (why) { complete = true; summary.completeReason = why; }
+  let changes = complete
     ? await changeSet(source, null, target.name)
     : await changeSet(source, base!.name, target.name, resumeHere ? { also: state.resume!.name } : {});
+  why = degraded();
+  if (why) {
+    complete = true;
+    summary.completeReason = why;
+    changes = await changeSet(source, null, target.name);
+  }
+  summary.kind = base === null ? 'full' : complete ? 'complete' : 'incremental';
   summary.filesChanged = changes.length;
   await opts.onStart?.(state, target);
   opts.onProgress?.({ phase: 'names', filesTotal: changes.length, filesDone: 0, bytesTotal: 0, bytesDone: 0, bytesSent: 0 });
@@ -191,7 +218,10 @@ async function run(source: Volume, receiver: ReceiverApi, opts: SendOptions): Pr
   const counts = await transfer(source, receiver, target, changes, opts, mode, null);
   Object.assign(summary, counts);
   opts.onProgress?.({ phase: 'finish', filesTotal: changes.length, filesDone: changes.length, bytesTotal: counts.bytesRead, bytesDone: counts.bytesRead, bytesSent: counts.bytesSent });
-  summary.replicaSnapshot = (await receiver.finish()).replicaSnapshot;
+  const fin = await receiver.finish(opts.retention && mode === 'sync' ? { retention: opts.retention } : {});
+  summary.replicaSnapshot = fin.replicaSnapshot;
+  if (fin.space) summary.space = fin.space;
+  if (fin.pruned) summary.pruned = fin.pruned;
   return finish();
 }
 

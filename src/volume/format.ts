@@ -21,6 +21,8 @@ export const SNAPSHOT_DIR = '.snapshots';
 export const MIN_BLOCK_SIZE = 4 * 1024;
 export const MAX_BLOCK_SIZE = 1024 * 1024;
 export const DEFAULT_BLOCK_SIZE = 64 * 1024;
+/** journal.maxBytes when the volume's config says nothing: the block detail one epoch keeps. */
+export const DEFAULT_JOURNAL_MAX_BYTES = 256 * 1024 * 1024;
 /** Write intents are taken per region: at least 16 MiB and at least 256 blocks. */
 export const MIN_REGION_BYTES = 16 * 1024 * 1024;
 export const MIN_BLOCKS_PER_REGION = 256;
@@ -31,7 +33,7 @@ export interface VolumeConfig {
   volumeId: string;
   blockSize: number;
   createdAt: string;
-  journal: { durability: Durability; flushIntervalMs: number };
+  journal: { durability: Durability; flushIntervalMs: number; maxBytes?: unknown };
   /** Quiesce hooks; validated by the policy layer (src/policy/hooks.ts), opaque to the engine. */
   quiesce?: unknown;
 }
@@ -78,6 +80,10 @@ export const MetaKey = {
   journalSince: 'journalSince',
   /** replicas only: ReplicaMeta */
   replica: 'replica',
+  /** JournalHealthRecord: epochs whose journal lost its block detail or was found damaged. */
+  journalHealth: 'journalHealth',
+  /** The operations record of the policy layer (schedules, sync outcomes, alerts): opaque JSON to the engine. */
+  operations: 'operations',
 } as const;
 
 /** meta `dest!<replica volumeId>` (sources): a destination and the base it confirmed. */
@@ -91,6 +97,14 @@ export interface DestinationRecord {
   at: string;
   /** A snapshot a sync began sending and has not confirmed: kept too, so an interrupted sync can resume from it. */
   pending?: string;
+}
+
+/** meta `journalHealth`: the epochs a change set cannot trust block by block. */
+export interface JournalHealthRecord {
+  /** The block detail of these epochs was dropped (journal.maxBytes): their changed files are compared whole. */
+  overflowed: Array<{ epoch: number; at: string }>;
+  /** Records of these epochs were found damaged or contradictory. */
+  inconsistent: Array<{ epoch: number; at: string; detail: string }>;
 }
 
 /** origin/<source fid> (replicas): the source file's type tag and names, in source ids. */

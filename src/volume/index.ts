@@ -2,7 +2,7 @@
 export { Volume, toAttr, type Caller, type InitResult, type OpenReport, type GcReport, type SnapshotOptions, type WantedAttributes } from './volume.js';
 export type { Attr, DirEntry, StatFs, TimeSpec, JournalReport, JournalFile, VolumeStatus, FileId } from '../core/types.js';
 export {
-  FORMAT_VERSION, STATE_DIR, CONTROL_SOCKET, DAEMON_LOG, DEFAULT_BLOCK_SIZE, MIN_BLOCK_SIZE, MAX_BLOCK_SIZE, SNAPSHOT_DIR,
+  FORMAT_VERSION, STATE_DIR, CONFIG_FILE, CONTROL_SOCKET, DAEMON_LOG, DEFAULT_BLOCK_SIZE, MIN_BLOCK_SIZE, MAX_BLOCK_SIZE, SNAPSHOT_DIR,
   type SnapshotRecord,
 } from './format.js';
 export { LATEST, isSnapshotName } from './snapshots.js';

@@ -40,8 +40,21 @@ export interface JournalFileState {
   extents(size: number): Extent[];
 }
 
+/** What one region of block detail costs, in memory and on disk, roughly: its bitmap and bookkeeping. */
+const REGION_OVERHEAD = 128;
+
 export class Journal {
   private readonly files = new Map<FileId, FileState>();
+  /** Regions held, across files. */
+  private regionCount = 0;
+  /** Regions allowed before the block detail is dropped (journal.maxBytes). */
+  private regionBudget = Infinity;
+  /** The block detail of this epoch was dropped: changed files are known, their blocks are not. */
+  private overflowedState = false;
+  /** Called when the detail is dropped: operations to write with it (the volume's health record). */
+  onOverflow: (() => Op[]) | null = null;
+  /** Records found damaged or contradictory when loaded; the files involved are taken as unknown. */
+  readonly problems: string[] = [];
   /** `${dir}\0${name}` -> kinds of change to that directory entry. */
   private readonly entries = new Map<string, number>();
   private dirtyRegions = 0;
@@ -58,24 +71,60 @@ export class Journal {
   static async load(store: Store, epoch: Epoch, blockSize: number, blocksPerRegion: number): Promise<Journal> {
     const j = new Journal(store, epoch, blockSize, blocksPerRegion);
     const range = epochRange(epoch);
+    // Whatever cannot be read as written makes its file unknown (compared whole) and is
+    // counted as a problem: the volume then asks for a full compare (docs/format.md).
+    const distrust = (fid: FileId, what: string) => {
+      j.problems.push(what);
+      const st = j.state(fid);
+      st.header.k |= ChangeKind.data | ChangeKind.attributes;
+      st.header.u = 'inconsistent';
+      st.persisted = '';
+      j.unflushed.add(fid);
+    };
     for await (const [key, value] of store.entries(Sublevel.headers, range)) {
       const fid = unhex(key.split('!')[1]!);
       const text = value.toString('utf8');
-      j.files.set(fid, { header: JSON.parse(text) as HeaderValue, persisted: text, regions: new Map() });
+      const header = parseHeader(text);
+      if (header) j.files.set(fid, { header, persisted: text, regions: new Map() });
+      else distrust(fid, `the journal header of file ${fid} in epoch ${epoch} is unreadable`);
     }
+    const bitmapBytes = newBitmap(blocksPerRegion).length;
     for await (const [key, value] of store.entries(Sublevel.regions, range)) {
       const [, fidHex, regionHex] = key.split('!');
-      const st = j.state(unhex(fidHex!));
+      const fid = unhex(fidHex!);
+      if (!j.files.has(fid)) { distrust(fid, `epoch ${epoch} holds blocks of file ${fid} without saying it changed`); continue; }
+      if (value.length !== 1 + bitmapBytes) { distrust(fid, `a region of file ${fid} in epoch ${epoch} has the wrong size`); continue; }
+      const st = j.state(fid);
       const bits = newBitmap(blocksPerRegion);
       orInto(bits, value.subarray(1));
       // A pending flag left on disk means the previous process died before flushing.
       st.regions.set(unhex(regionHex!), { bits, covered: (value[0]! & RegionFlag.pending) !== 0, cover: null, dirty: false });
+      j.regionCount++;
     }
     for await (const [key, value] of store.entries(Sublevel.entries, range)) {
       const rest = key.slice(range.gte.length);
       const sep = rest.indexOf('!');
       const dir = unhex(rest.slice(0, sep));
-      j.entries.set(`${dir}\0${rest.slice(sep + 1)}`, (JSON.parse(value.toString('utf8')) as EntryValue).k);
+      let kinds: number;
+      try {
+        kinds = (JSON.parse(value.toString('utf8')) as EntryValue).k;
+        if (!Number.isInteger(kinds)) throw new Error('no kinds');
+      } catch {
+        j.problems.push(`a directory entry change of directory ${dir} in epoch ${epoch} is unreadable`);
+        kinds = ChangeKind.created | ChangeKind.deleted;
+        const st = j.state(dir);
+        st.header.k |= ChangeKind.entries;
+        st.header.u = 'inconsistent';
+        st.persisted = '';
+        j.unflushed.add(dir);
+      }
+      j.entries.set(`${dir}\0${rest.slice(sep + 1)}`, kinds);
+    }
+    // Unknown files need no block detail: what contradicts the rest is dropped with it.
+    for (const st of j.files.values()) {
+      if (st.header.u !== 'inconsistent' || st.regions.size === 0) continue;
+      j.regionCount -= st.regions.size;
+      st.regions.clear();
     }
     return j;
   }
@@ -108,6 +157,46 @@ export class Journal {
       }
     }
     return { ops: this.flushOps(), regions };
+  }
+
+  /**
+   * Bounds the block detail this epoch keeps (journal.maxBytes): past it, every changed
+   * file is taken as changed throughout (unknown, reason `overflow`) and no more detail is
+   * kept. `overflowed` says the epoch was already over it (a daemon restarted in it).
+   */
+  setBudget(maxBytes: number, overflowed: boolean): void {
+    this.regionBudget = Math.max(1, Math.floor(maxBytes / (REGION_OVERHEAD + newBitmap(this.blocksPerRegion).length)));
+    this.overflowedState = overflowed;
+  }
+
+  get overflowed(): boolean {
+    return this.overflowedState;
+  }
+
+  /** Regions of block detail held. */
+  get regions(): number {
+    return this.regionCount;
+  }
+
+  /**
+   * Drops the block detail of every file: each becomes unknown, compared whole by the next
+   * sync. The region records go in the same batch as the headers that say so.
+   */
+  private overflow(): Op[] {
+    this.overflowedState = true;
+    const ops: Op[] = [...(this.onOverflow?.() ?? [])];
+    for (const [fid, st] of this.files) {
+      if (st.regions.size === 0) continue;
+      for (const [region, rs] of st.regions) {
+        if (rs.dirty) this.dirtyRegions--;
+        ops.push({ type: 'del', sub: Sublevel.regions, key: regionKey(this.epoch, fid, region) });
+      }
+      st.regions.clear();
+      st.header.u ??= 'overflow';
+      ops.push(...this.headerOp(fid, st));
+    }
+    this.regionCount = 0;
+    return ops;
   }
 
   get fileCount(): number {
@@ -166,11 +255,24 @@ export class Journal {
       return null;
     }
     const ops: Op[] = [];
+    const [first, end] = blockSpan(offset, length, this.blockSize);
+    if (!this.overflowedState) {
+      let fresh = 0;
+      for (const [region] of regionPieces(first, end, this.blocksPerRegion)) if (!st.regions.has(region)) fresh++;
+      if (fresh > 0 && this.regionCount + fresh > this.regionBudget) ops.push(...this.overflow());
+    }
+    if (this.overflowedState) {
+      // No detail any more: the file is unknown, which must be on disk before the write.
+      h.k |= ChangeKind.data;
+      h.u ??= 'overflow';
+      ops.push(...this.headerOp(fid, st));
+      if (ops.length === 0) return null;
+      return this.store.write(ops);
+    }
     if (!(h.k & ChangeKind.data)) {
       h.k |= ChangeKind.data;
       ops.push(...this.headerOp(fid, st));
     }
-    const [first, end] = blockSpan(offset, length, this.blockSize);
     const newlyCovered: RegionState[] = [];
     const waits: Promise<void>[] = [];
     for (const [region, from, to] of regionPieces(first, end, this.blocksPerRegion)) {
@@ -267,6 +369,7 @@ export class Journal {
     if (!rs) {
       rs = { bits: newBitmap(this.blocksPerRegion), covered: false, cover: null, dirty: false };
       st.regions.set(region, rs);
+      this.regionCount++;
     }
     return rs;
   }
@@ -283,5 +386,14 @@ export class Journal {
     value[0] = pending ? RegionFlag.pending : 0;
     value.set(rs.bits, 1);
     return { type: 'put', sub: Sublevel.regions, key: regionKey(this.epoch, fid, region), value };
+  }
+}
+
+function parseHeader(text: string): HeaderValue | null {
+  try {
+    const h = JSON.parse(text) as HeaderValue;
+    return h && typeof h === 'object' && Number.isInteger(h.k) ? h : null;
+  } catch {
+    return null;
   }
 }

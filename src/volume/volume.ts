@@ -13,9 +13,9 @@ import {
 } from '../core/types.js';
 import { FsError, ReplfsError, hasCode, messageOf } from '../errors/index.js';
 import {
-  CONFIG_FILE, DB_DIR, FORMAT_VERSION, UPGRADABLE_FORMATS, MetaKey, STATE_DIR, Sublevel, blocksPerRegion, fileKey,
+  CONFIG_FILE, DB_DIR, DEFAULT_JOURNAL_MAX_BYTES, FORMAT_VERSION, UPGRADABLE_FORMATS, MetaKey, STATE_DIR, Sublevel, blocksPerRegion, fileKey,
   DEFAULT_BLOCK_SIZE, MIN_BLOCK_SIZE, MAX_BLOCK_SIZE, FARM_DIR, SNAPSHOT_DIR, TypeTag, hex, unhex, snapshotKey,
-  type DestinationRecord, type FileRecord, type NameRef, type OriginNode, type ReplicaMeta, type Divergence, type SessionValue, type VolumeConfig, type PreservedAttr, type PreservedEntry, type SnapshotRecord,
+  type DestinationRecord, type JournalHealthRecord, type FileRecord, type NameRef, type OriginNode, type ReplicaMeta, type Divergence, type SessionValue, type VolumeConfig, type PreservedAttr, type PreservedEntry, type SnapshotRecord,
 } from './format.js';
 import { Backing, baseName, parentOf, relPath } from './backing.js';
 import { FileTable } from './files.js';
@@ -301,6 +301,7 @@ export class Volume {
         throw new ReplfsError('damaged', `${root}: the volume database has no root record`, 'see docs/operations.md');
       }
       const journal = await Journal.load(store, epoch, config.blockSize, blocksPerRegion(config.blockSize));
+      const health = (await store.getJson<JournalHealthRecord>(Sublevel.meta, MetaKey.journalHealth)) ?? { overflowed: [], inconsistent: [] };
       const records: SnapshotRecord[] = [];
       for await (const [, value] of store.entries(Sublevel.snapshots)) records.push(JSON.parse(value.toString('utf8')) as SnapshotRecord);
       const catalog = new Catalog(records);
@@ -308,6 +309,8 @@ export class Volume {
       const cow = new Cow(store, blocks, config.blockSize);
       cow.setEpoch(epoch, catalog.newest()?.nextFid ?? 0);
       const volume = new Volume(root, config, backing, store, files, journal, blocks, cow, catalog, opts.writable, ownsRootFd, lastClean);
+      volume.health = health;
+      volume.watchBudget(journal, health.overflowed.some((o) => o.epoch === epoch));
       const report: OpenReport = { recoveredRegions: 0, lastCleanShutdown: lastClean, offline: { created: 0, changed: 0, moved: 0, deleted: 0, examples: [] } };
       if (!opts.writable) {
         // Read-only view: a pending region counts as wholly dirty, without writing that down.
@@ -324,7 +327,8 @@ export class Volume {
       const { ops: offlineOps, ...counts } = offline;
       report.offline = counts;
       const divergence = await noteDivergence(store, counts);
-      await writeChunked(store, [...recovered.ops, ...offlineOps, ...journal.flushOps(), ...divergence,
+      const problems = journal.problems.length ? [volume.noteInconsistent(epoch, journal.problems)] : [];
+      await writeChunked(store, [...recovered.ops, ...offlineOps, ...journal.flushOps(), ...divergence, ...problems,
         putJson(Sublevel.meta, MetaKey.session, { state: 'open', pid: process.pid, at: new Date().toISOString() } satisfies SessionValue)], true);
       volume.startFlusher();
       return { volume, report };
@@ -1079,6 +1083,61 @@ export class Volume {
     return this.currentJournal;
   }
 
+  // ---------------------------------------------------------------- journal health
+
+  /** Epochs whose journal lost its block detail or was found damaged (meta journalHealth). */
+  health: JournalHealthRecord = { overflowed: [], inconsistent: [] };
+  private journalBudget = DEFAULT_JOURNAL_MAX_BYTES;
+
+  /**
+   * How much block detail one epoch's journal may keep (journal.maxBytes); past it, the
+   * changed files are compared whole by the next sync. Applies at once.
+   */
+  setJournalBudget(maxBytes: number): void {
+    this.journalBudget = maxBytes;
+    this.journal.setBudget(maxBytes, this.journal.overflowed);
+  }
+
+  private watchBudget(journal: Journal, overflowed: boolean): void {
+    journal.setBudget(this.journalBudget, overflowed);
+    journal.onOverflow = () => {
+      this.health = { ...this.health, overflowed: [...this.health.overflowed.filter((o) => o.epoch !== journal.epoch), { epoch: journal.epoch, at: new Date().toISOString() }] };
+      return [putJson(Sublevel.meta, MetaKey.journalHealth, this.health)];
+    };
+  }
+
+  /** Records that epoch `epoch`'s journal holds damaged records; returns the write. */
+  private noteInconsistent(epoch: number, problems: string[]): Op {
+    const detail = problems.length === 1 ? problems[0]! : `${problems[0]} (and ${problems.length - 1} more)`;
+    this.health = { ...this.health, inconsistent: [...this.health.inconsistent.filter((o) => o.epoch !== epoch), { epoch, at: new Date().toISOString(), detail }] };
+    return putJson(Sublevel.meta, MetaKey.journalHealth, this.health);
+  }
+
+  /**
+   * Why the change set from snapshot `base` to `target` (a name, or the live volume) cannot
+   * be trusted block by block, or null: an epoch in between overflowed or was damaged.
+   */
+  fullCompareReason(base: string, target: string | null): { kind: 'overflow' | 'inconsistent'; reason: string } | null {
+    const from = this.snapshotNamed(base).epoch;
+    const to = target === null ? this.journal.epoch : this.snapshotNamed(target).epoch;
+    const bad = this.health.inconsistent.find((o) => o.epoch > from && o.epoch <= to);
+    if (bad) return { kind: 'inconsistent', reason: `the journal was found inconsistent on ${bad.at}: ${bad.detail}` };
+    const over = this.health.overflowed.find((o) => o.epoch > from && o.epoch <= to);
+    if (over) return { kind: 'overflow', reason: `the journal overflowed (journal.maxBytes) on ${over.at}` };
+    return null;
+  }
+
+  // ---------------------------------------------------------------- operations record
+
+  /** The policy layer's record (schedules, sync outcomes, alerts); opaque here. */
+  async operations<T>(): Promise<T | undefined> {
+    return this.store.getJson<T>(Sublevel.meta, MetaKey.operations);
+  }
+
+  async setOperations(value: unknown): Promise<void> {
+    await this.store.write([putJson(Sublevel.meta, MetaKey.operations, value)], true);
+  }
+
   /**
    * The volume's config.json as it is now on disk (read afresh, so that an edit, such as
    * new quiesce hooks, applies to the next snapshot without a remount).
@@ -1131,6 +1190,7 @@ export class Volume {
       ], true);
       this.catalog.add(rec);
       this.currentJournal = Journal.fresh(this.store, epoch + 1, this.config.blockSize, blocksPerRegion(this.config.blockSize));
+      this.watchBudget(this.currentJournal, false);
       this.cow.setEpoch(epoch + 1, rec.nextFid);
     } catch (err) {
       this.catalog.release(name);
@@ -1393,6 +1453,12 @@ export class Volume {
         }
         report.journalEpochs = Math.max(report.journalEpochs, dropped.size);
       }
+      // No change set can start before the oldest snapshot kept: older health notes are moot.
+      const moot = (o: { epoch: number }) => o.epoch > keepAfter;
+      if (!this.health.overflowed.every(moot) || !this.health.inconsistent.every(moot)) {
+        this.health = { overflowed: this.health.overflowed.filter(moot), inconsistent: this.health.inconsistent.filter(moot) };
+        ops.push(putJson(Sublevel.meta, MetaKey.journalHealth, this.health));
+      }
       await writeChunked(this.store, ops, true);
       const blocks = await this.blocks.collect((h) => liveHashes.has(h));
       report.storeBlocks = blocks.blocksRemoved;
@@ -1489,6 +1555,12 @@ export class Volume {
     const merged = new Map<FileId, { kinds: number; unknown: UnknownReason | null; extents: Extent[] }>();
     for (let e = from.epoch + 1; e <= last; e++) {
       const journal = e === this.journal.epoch ? this.journal : await Journal.load(this.store, e, this.config.blockSize, bpr);
+      if (journal.problems.length && !this.health.inconsistent.some((o) => o.epoch === e)) {
+        // Found now, in an epoch closed long ago: the files involved are already unknown in
+        // this report; noted so that syncs through this epoch compare everything.
+        const op = this.noteInconsistent(e, journal.problems);
+        if (this.writable) await this.store.write([op], true);
+      }
       for (const js of journal.fileStates()) {
         const m = merged.get(js.fid) ?? { kinds: 0, unknown: null, extents: [] };
         m.kinds |= js.kinds;
