@@ -19,6 +19,8 @@ import { STATE_DIR, Volume, type OpenReport } from '../volume/index.js';
 import { openStream } from '../control/client.js';
 import { findRecord, type DaemonRecord } from '../control/registry.js';
 import { VERSION } from './version.js';
+import { decide } from '../policy/retention.js';
+import type { KeepPolicy, PruneOutcome } from '../core/types.js';
 
 export interface ReceiveOptions {
   /** Required of the sender in its hello (TCP listeners). */
@@ -97,7 +99,7 @@ async function receiveHere(rootFor: (target: string | null) => string, stream: D
       const root = rootFor(target);
       const opened = await openReplica(root, { create: begin?.mode === 'sync' });
       replica = opened.volume;
-      return new Receiver(opened.volume, pool);
+      return new Receiver(opened.volume, pool, { prune: pruneReplica });
     }, { software: VERSION, token: opts.token });
     return { ...done, target: named };
   } finally {
@@ -122,7 +124,7 @@ export async function receiveInto(stream: Duplex, volume: Volume, opts: { token?
       named = target;
       opts.admit();
       pool = new HashPool();
-      return new Receiver(volume, pool);
+      return new Receiver(volume, pool, { prune: pruneReplica });
     }, { software: VERSION, token: opts.token });
     return { ...done, target: named };
   } finally {
@@ -322,4 +324,17 @@ export async function openReplica(root: string, opts: { create: boolean }): Prom
       'sync into a new or empty directory');
   }
   return opened;
+}
+
+/**
+ * A destination's retention, applied by the replica after a sync: the rules decide, and
+ * the newest snapshot (the base of the next sync) always stays.
+ */
+export async function pruneReplica(replica: Volume, rules: KeepPolicy): Promise<PruneOutcome> {
+  const snaps = replica.snapshots();
+  const verdicts = decide(snaps.map((s) => ({ name: s.name, time: Date.parse(s.sourceTime) })), rules);
+  const newest = replica.snapshots().at(-1)?.name;
+  const removed = verdicts.filter((v) => !v.keep && v.name !== newest).map((v) => v.name);
+  const gc = removed.length ? await replica.deleteSnapshots(removed) : null;
+  return { removed, kept: snaps.length - removed.length, bytesFreed: gc?.bytesFreed ?? 0 };
 }

@@ -4,7 +4,7 @@
 import { createHash, timingSafeEqual } from 'node:crypto';
 
 /** Protocol versions this build speaks, oldest first. */
-export const PROTOCOL_VERSIONS: readonly number[] = [1];
+export const PROTOCOL_VERSIONS: readonly number[] = [1, 2];
 
 export interface Hello {
   protocol: 'replfs';

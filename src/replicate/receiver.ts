@@ -11,8 +11,8 @@
 // inode). Data and attributes need no log: the next sync sends every file the stopped one
 // touched again, and the block compare makes what already arrived free.
 import { constants as fsConstants } from 'node:fs';
-import { open as openFile } from 'node:fs/promises';
-import { ROOT_FID, type FileId } from '../core/types.js';
+import { open as openFile, statfs } from 'node:fs/promises';
+import { ROOT_FID, type FileId, type KeepPolicy, type PruneOutcome } from '../core/types.js';
 import { FsError, ReplfsError, hasCode } from '../errors/index.js';
 import type { Volume } from '../volume/index.js';
 import { readFull } from '../volume/io.js';
@@ -62,6 +62,34 @@ export interface ReceiverState {
   complete: boolean;
   /** verify: the replica snapshot compared with. */
   snapshot?: string;
+  /** Free and total bytes of the filesystem holding the replica (protocol 2). */
+  space?: Space;
+}
+
+export interface Space {
+  free: number;
+  total: number;
+}
+
+export interface FinishOptions {
+  /** Prune the replica's snapshots by these rules once the new one is confirmed (protocol 2). */
+  retention?: KeepPolicy;
+}
+
+export interface FinishResult {
+  replicaSnapshot: string | null;
+  space?: Space;
+  /** What the retention removed, or why it could not (the sync itself stands). */
+  pruned?: PruneOutcome | { error: string };
+}
+
+/** Prunes a replica's snapshots by a retention; given by the caller (the rules live in the policy layer). */
+export type ReplicaPrune = (replica: Volume, rules: KeepPolicy) => Promise<PruneOutcome>;
+
+/** The free and total bytes under the replica's root. */
+export async function spaceOf(replica: Volume): Promise<Space> {
+  const st = await statfs(replica.backing.abs(''));
+  return { free: st.bavail * st.bsize, total: st.blocks * st.bsize };
 }
 
 /** One way a replica differs from its source (verify, or a dry run's notes). */
@@ -91,7 +119,7 @@ export interface ReceiverApi {
   compare(fid: FileId, offset: number, blockSize: number, length: number, hashes: Buffer[]): Promise<number[]>;
   /** Resolves once `data` is no longer needed: the caller may then reuse its memory. */
   write(fid: FileId, offset: number, data: Buffer): Promise<void>;
-  finish(): Promise<{ replicaSnapshot: string | null }>;
+  finish(opts?: FinishOptions): Promise<FinishResult>;
   /** The sync is abandoned (for `reason`, if known): let go of what it holds. */
   abort(reason?: unknown): Promise<void>;
 }
@@ -134,7 +162,7 @@ export class Receiver implements ReceiverApi {
   private readonly viewFiles = new Map<FileId, Promise<ViewHandle | null>>();
   private readonly verifyPaths = new Map<FileId, string>();
 
-  constructor(private readonly replica: Volume, private readonly pool: HashPool) {
+  constructor(private readonly replica: Volume, private readonly pool: HashPool, private readonly opts: { prune?: ReplicaPrune } = {}) {
     this.stage = STAGING_PREFIX + replica.config.volumeId.slice(0, 8);
   }
 
@@ -148,7 +176,9 @@ export class Receiver implements ReceiverApi {
     this.meta = meta;
     const state: ReceiverState = {
       replicaId: this.replica.config.volumeId, base: meta?.base ?? null, resume: null, complete: false,
+      space: await spaceOf(this.replica).catch(() => undefined),
     };
+    if (state.space === undefined) delete state.space;
     if (b.mode === 'verify') {
       const snap = this.replica.snapshots().find((s) => s.sourceTime === b.snapshot.sourceTime);
       if (!snap || !meta) throw new ReplfsError('notFound', `the replica has no snapshot of the source's ${b.snapshot.name} (${b.snapshot.sourceTime})`, 'sync it first');
@@ -293,7 +323,7 @@ export class Receiver implements ReceiverApi {
     });
   }
 
-  async finish(): Promise<{ replicaSnapshot: string | null }> {
+  async finish(opts: FinishOptions = {}): Promise<FinishResult> {
     const b = this.need();
     await this.abort();
     if (b.mode !== 'sync') return { replicaSnapshot: null };
@@ -315,7 +345,14 @@ export class Receiver implements ReceiverApi {
       sourceTime: b.snapshot.sourceTime, label: b.snapshot.label, consistency: b.snapshot.consistency,
       extraOps: [this.replica.replicaMetaOp(meta), ...(await this.replica.planLogDeletes())],
     });
-    return { replicaSnapshot: rec.name };
+    const out: FinishResult = { replicaSnapshot: rec.name };
+    if (opts.retention) {
+      if (!this.opts.prune) out.pruned = { error: 'this receiver cannot prune' };
+      else out.pruned = await this.opts.prune(this.replica, opts.retention).catch((err: unknown) => ({ error: err instanceof Error ? err.message : String(err) }));
+    }
+    const space = await spaceOf(this.replica).catch(() => null);
+    if (space) out.space = space;
+    return out;
   }
 
   async abort(reason?: unknown): Promise<void> {

@@ -5,12 +5,12 @@
 // waits for its answer, and an `error` frame from either side ends the sync.
 import { promisify } from 'node:util';
 import zlib from 'node:zlib';
-import type { FileId } from '../core/types.js';
+import type { FileId, KeepPolicy } from '../core/types.js';
 import { ReplfsError, hasCode, messageOf, type ExitCodeName } from '../errors/index.js';
 import type { FileChange } from './changes.js';
 import { Connection, ConnectionError, accept } from './connection.js';
 import { ProtocolError, decodeJson, encodeFrame, frameHead, type Frame, type FrameTypeName } from './frames.js';
-import type { Begin, FilesResult, ReceiverApi, ReceiverState } from './receiver.js';
+import type { Begin, FilesResult, FinishOptions, FinishResult, ReceiverApi, ReceiverState, Space } from './receiver.js';
 
 /** Most hashes in one `hashes` frame (a 1 MiB range of 4 KiB blocks). */
 export const MAX_HASHES = 256;
@@ -36,7 +36,7 @@ export class RemoteReceiver implements ReceiverApi {
   /** Settles once the receiver's frames stop (an error frame, or the connection's end). */
   private readonly reading: Promise<void>;
 
-  constructor(private readonly conn: Connection, private readonly opts: { compress?: boolean } = {}) {
+  constructor(private readonly conn: Connection, private readonly opts: { compress?: boolean; version?: number } = {}) {
     this.reading = this.read();
   }
 
@@ -67,6 +67,7 @@ export class RemoteReceiver implements ReceiverApi {
     return {
       replicaId: state.replicaId, base: state.base ?? null, resume: state.resume ?? null, complete: state.complete === true,
       ...(typeof state.snapshot === 'string' ? { snapshot: state.snapshot } : {}),
+      ...(isSpace(state.space) ? { space: state.space } : {}),
     };
   }
 
@@ -131,10 +132,21 @@ export class RemoteReceiver implements ReceiverApi {
     await this.conn.sendParts([frameHead('block', head, head.length + data.length), data], { flushed: true });
   }
 
-  async finish(): Promise<{ replicaSnapshot: string | null }> {
-    await this.conn.sendJson('end', {}).catch((err) => this.why(err));
-    const done = decodeJson(await this.expect('confirmed')) as { replicaSnapshot?: unknown };
-    return { replicaSnapshot: typeof done.replicaSnapshot === 'string' ? done.replicaSnapshot : null };
+  /** The protocol version agreed in the handshake. */
+  get version(): number {
+    return this.opts.version ?? 1;
+  }
+
+  async finish(opts: FinishOptions = {}): Promise<FinishResult> {
+    // A receiver speaking protocol 1 knows nothing of retention: asking would be ignored.
+    const body = opts.retention && this.version >= 2 ? { retention: opts.retention } : {};
+    await this.conn.sendJson('end', body).catch((err) => this.why(err));
+    const done = decodeJson(await this.expect('confirmed')) as { replicaSnapshot?: unknown; space?: unknown; pruned?: unknown };
+    const out: FinishResult = { replicaSnapshot: typeof done.replicaSnapshot === 'string' ? done.replicaSnapshot : null };
+    if (isSpace(done.space)) out.space = done.space;
+    if (opts.retention && this.version < 2) out.pruned = { error: `the destination speaks protocol ${this.version}, which cannot prune` };
+    else if (isPruned(done.pruned)) out.pruned = done.pruned;
+    return out;
   }
 
   async abort(): Promise<void> {
@@ -326,9 +338,10 @@ export async function serveReceiver(
         }
         case 'end': {
           if (!filesDone) throw new ProtocolError('unknown-type', 'end before filesEnd');
+          const retention = retentionOf(decodeJson(frame));
           while (running.size > 0) await Promise.race(running);
           check();
-          const done = await need(receiver).finish();
+          const done = await need(receiver).finish(retention ? { retention } : {});
           await conn.sendJson('confirmed', done);
           conn.close();
           return done;
@@ -359,4 +372,34 @@ export async function serveReceiver(
 function need(r: ReceiverApi | null): ReceiverApi {
   if (!r) throw new ProtocolError('unknown-type', 'a request before begin');
   return r;
+}
+
+function isSpace(v: unknown): v is Space {
+  const o = v as Partial<Space> | null;
+  return typeof o === 'object' && o !== null && Number.isSafeInteger(o.free) && Number.isSafeInteger(o.total) && o.free! >= 0 && o.total! >= 0;
+}
+
+function isPruned(v: unknown): v is FinishResult['pruned'] {
+  if (typeof v !== 'object' || v === null) return false;
+  const o = v as Record<string, unknown>;
+  if (typeof o.error === 'string') return true;
+  return Array.isArray(o.removed) && o.removed.every((x) => typeof x === 'string') && Number.isSafeInteger(o.kept) && Number.isSafeInteger(o.bytesFreed);
+}
+
+const RETENTION_RULES = ['last', 'hourly', 'daily', 'weekly', 'monthly', 'withinMs'] as const;
+
+/** The retention an `end` frame asks for (protocol 2), checked: whole numbers, at least one rule. */
+function retentionOf(body: unknown): KeepPolicy | null {
+  if (typeof body !== 'object' || body === null) throw new ProtocolError('bad-json', 'an end frame that is not an object');
+  const r = (body as { retention?: unknown }).retention;
+  if (r === undefined || r === null) return null;
+  if (typeof r !== 'object' || Array.isArray(r)) throw new ProtocolError('bad-json', 'the retention of an end frame is not an object');
+  const out: KeepPolicy = {};
+  for (const [k, v] of Object.entries(r as Record<string, unknown>)) {
+    if (!(RETENTION_RULES as readonly string[]).includes(k)) throw new ProtocolError('bad-json', `unknown retention rule ${JSON.stringify(k)}`);
+    if (!Number.isSafeInteger(v) || (v as number) < 1) throw new ProtocolError('bad-json', `retention rule ${k} is not a whole number of at least 1`);
+    out[k as keyof KeepPolicy] = v as number;
+  }
+  if (Object.keys(out).length === 0) throw new ProtocolError('bad-json', 'a retention with no rule would delete every snapshot');
+  return out;
 }

@@ -6,17 +6,18 @@ const software = '9.9.9';
 const TOKEN = 's3cret-token';
 
 const cases: Array<[string, unknown, string | undefined, { version: number } | { code: string; message?: RegExp }]> = [
-  ['a hello of this build', makeHello('1.0.0'), undefined, { version: 1 }],
-  ['a hello offering versions 1 to 3', { protocol: 'replfs', versions: [1, 2, 3], software: 'x' }, undefined, { version: 1 }],
+  ['a hello of this build', makeHello('1.0.0'), undefined, { version: 2 }],
+  ['a hello offering versions 1 to 3', { protocol: 'replfs', versions: [1, 2, 3], software: 'x' }, undefined, { version: 2 }],
+  ['an older sender, speaking only version 1', { protocol: 'replfs', versions: [1], software: 'x' }, undefined, { version: 1 }],
   ['versions in any order', { protocol: 'replfs', versions: [7, 1], software: 'x' }, undefined, { version: 1 }],
-  ['only a future version', { protocol: 'replfs', versions: [2], software: 'x' }, undefined, { code: 'version', message: /this side speaks 1, the peer 2/ }],
+  ['only a future version', { protocol: 'replfs', versions: [3], software: 'x' }, undefined, { code: 'version', message: /this side speaks 1, 2, the peer 3/ }],
   ['no versions', { protocol: 'replfs', software: 'x' }, undefined, { code: 'version', message: /the peer none/ }],
   ['versions that are not integers', { protocol: 'replfs', versions: ['1', 1.5, null] }, undefined, { code: 'version' }],
   ['another protocol', { protocol: 'rsync', versions: [1] }, undefined, { code: 'protocol', message: /does not speak the replfs protocol/ }],
   ['null', null, undefined, { code: 'protocol' }],
   ['an array', [1], undefined, { code: 'protocol' }],
   ['a string', 'hello', undefined, { code: 'protocol' }],
-  ['the right token', makeHello('1.0.0', TOKEN), TOKEN, { version: 1 }],
+  ['the right token', makeHello('1.0.0', TOKEN), TOKEN, { version: 2 }],
   ['a wrong token', makeHello('1.0.0', 'guess'), TOKEN, { code: 'auth' }],
   ['the token with one more character', makeHello('1.0.0', TOKEN + 'x'), TOKEN, { code: 'auth' }],
   ['the token in another case', makeHello('1.0.0', TOKEN.toUpperCase()), TOKEN, { code: 'auth' }],
@@ -24,7 +25,7 @@ const cases: Array<[string, unknown, string | undefined, { version: number } | {
   ['a token that is a number', { ...makeHello('1.0.0'), token: 42 }, TOKEN, { code: 'auth' }],
   ['an empty token', makeHello('1.0.0', ''), TOKEN, { code: 'auth' }],
   // Authentication comes first: a stranger learns nothing about versions either.
-  ['no token and a future version', { protocol: 'replfs', versions: [2] }, TOKEN, { code: 'auth' }],
+  ['no token and a future version', { protocol: 'replfs', versions: [3] }, TOKEN, { code: 'auth' }],
   ['no token and not replfs at all', 'GET / HTTP/1.1', TOKEN, { code: 'auth' }],
 ];
 
@@ -50,5 +51,5 @@ test('tokenMatches: only the exact string', (t) => {
   for (const given of [undefined, null, 0, '', 'x', TOKEN.slice(0, -1), `${TOKEN} `, Buffer.from(TOKEN)]) {
     t.false(tokenMatches(TOKEN, given), `refuses ${String(given)}`);
   }
-  t.deepEqual(PROTOCOL_VERSIONS, [1]);
+  t.deepEqual(PROTOCOL_VERSIONS, [1, 2]);
 });
