@@ -5,8 +5,11 @@ import { ReplfsError } from '../errors/index.js';
 import { cloexecAll, type GcReport, type SnapshotRecord, type Volume } from '../volume/index.js';
 import { checkSnapshotName } from './command.js';
 import { decide, PolicyError, type KeepPolicy } from '../policy/retention.js';
+import type { Policy } from '../policy/config.js';
+import { OpsBook } from './operations.js';
 import { ConfigError, parseQuiesce, runHook, type HookOutcome, type QuiesceConfig } from '../policy/hooks.js';
 import { ConnectionError, greet } from '../replicate/connection.js';
+import type { Welcome } from '../replicate/handshake.js';
 import { parseDestination } from '../replicate/destination.js';
 import { ProtocolError } from '../replicate/frames.js';
 import { HashPool } from '../replicate/hasher.js';
@@ -20,6 +23,10 @@ export interface ActionContext {
   mountpoint: string | null;
   /** Where a long action reports how far it got (a terminal's progress bar). */
   progress?: (p: SyncProgress) => void;
+  /** The policy in effect (a mount daemon's); without it, the volume's config.json is read. */
+  policy?: () => Promise<Policy>;
+  /** Aborts a long action (a sync, when the daemon unmounts). */
+  signal?: AbortSignal;
 }
 
 export type Action = (volume: Volume, args: Record<string, unknown>, ctx: ActionContext) => Promise<unknown>;
@@ -56,8 +63,12 @@ async function refuseOnReplica(volume: Volume, what: 'snapshot' | 'send' | 'rest
     'restore somewhere else with --to, or copy from its mount: cp -a <mount>/.snapshots/<name>/<path> <destination>');
 }
 
-/** The volume's quiesce settings, read afresh; a malformed one is a usage error naming the field. */
-async function quiesceConfig(volume: Volume): Promise<QuiesceConfig> {
+/**
+ * The volume's quiesce settings: the daemon's policy, or the volume's config.json read
+ * afresh; a malformed one is a usage error naming the field.
+ */
+async function quiesceConfig(volume: Volume, ctx: ActionContext): Promise<QuiesceConfig> {
+  if (ctx.policy) return (await ctx.policy()).quiesce;
   try {
     return parseQuiesce((await volume.currentConfig()).quiesce);
   } catch (err) {
@@ -70,9 +81,10 @@ const snapshot: Action = async (volume, args, ctx) => {
   await refuseOnReplica(volume, 'snapshot');
   const label = str(args, 'label') ?? null;
   const quiesce = args.quiesce === true;
-  const q = await quiesceConfig(volume);
+  const q = await quiesceConfig(volume, ctx);
   const name = volume.reserveSnapshotName();
   const env = (phase: string, extra: Record<string, string> = {}) => ({
+    ...q.env,
     REPLFS_VOLUME: volume.root, REPLFS_MOUNTPOINT: ctx.mountpoint ?? '', REPLFS_SNAPSHOT: name, REPLFS_PHASE: phase, ...extra,
   });
   const cwd = ctx.mountpoint ?? volume.root;
@@ -182,19 +194,20 @@ const restore: Action = async (volume, args, ctx) => {
 };
 
 /** Reaches the destination of a sync or verify, and says hello. */
-async function reach(args: Record<string, unknown>): Promise<{ link: Link; remote: RemoteReceiver; destination: string }> {
+async function reach(args: Record<string, unknown>): Promise<{ link: Link; remote: RemoteReceiver }>{
   const destination = str(args, 'destination') ?? '';
   const dest = parseDestination(destination);
   const link = await connect(dest, { tokenFile: str(args, 'tokenFile'), tlsCa: str(args, 'tlsCa') });
+  let welcome: Welcome;
   try {
     const rate = args.bwlimit;
     if (typeof rate === 'number' && rate > 0) link.conn.limitSendRate(rate);
-    await greet(link.conn, VERSION, link.token, link.target);
+    welcome = await greet(link.conn, VERSION, link.token, link.target);
   } catch (err) {
     await link.close();
     throw linkError(err, destination, link);
   }
-  return { link, remote: new RemoteReceiver(link.conn, { compress: args.compress === true }), destination };
+  return { link, remote: new RemoteReceiver(link.conn, { compress: args.compress === true, version: welcome.version }) };
 }
 
 /** A failure of the connection as the user should read it: transient (exit 10) or not. */
@@ -224,13 +237,25 @@ const sync: Action = async (volume, args, ctx) => {
     if (name === undefined) throw new ReplfsError('refused', 'the source has no snapshot yet', 'take one with replfs snapshot, or sync without --dry-run');
   } else {
     await refuseOnReplica(volume, 'send');
-    const quiesce = args.quiesce === true || (await quiesceConfig(volume)).onSync;
-    name = ((await snapshot(volume, { quiesce, label: null }, ctx)) as SnapshotResult).snapshot.name;
+    const quiesce = args.quiesce === true || (await quiesceConfig(volume, ctx)).onSync;
+    name = ((await snapshot(volume, { quiesce, label: str(args, 'label') ?? null }, ctx)) as SnapshotResult).snapshot.name;
   }
-  const { link, remote, destination } = await reach(args);
+  const destination = str(args, 'destination') ?? '';
+  const book = dryRun ? null : await OpsBook.for(volume);
+  let reached;
+  try {
+    reached = await reach(args);
+  } catch (err) {
+    await book?.recordFailure(destination, err, Date.now());
+    throw err;
+  }
+  const { link, remote } = reached;
   const pool = new HashPool();
+  const closeOnAbort = () => { void link.close(); };
+  ctx.signal?.addEventListener('abort', closeOnAbort);
   try {
     const summary = await send(volume, remote, {
+      retention: (args.retention as KeepPolicy | undefined) ?? undefined,
       snapshot: name, hashPool: pool, mode: dryRun ? 'dry-run' : 'sync', force: args.force === true,
       wireBytes: () => remote.wireBytes, onProgress: ctx.progress,
       // Until the destination confirms, the snapshot being sent is kept too: an interrupted sync resumes from it.
@@ -244,11 +269,15 @@ const sync: Action = async (volume, args, ctx) => {
     if (!dryRun) {
       const base = volume.snapshotNamed(summary.snapshot);
       await volume.recordDestination(summary.replicaId, { destination, base: base.name, sourceTime: base.sourceTime, at: new Date().toISOString() });
+      await book?.recordSync(destination, summary, Date.now());
     }
     return summary;
   } catch (err) {
-    throw linkError(err, destination, link);
+    const shown = ctx.signal?.aborted ? new ReplfsError('unavailable', `the sync to ${destination} was stopped: the volume is being unmounted`) : linkError(err, destination, link);
+    await book?.recordFailure(destination, shown, Date.now());
+    throw shown;
   } finally {
+    ctx.signal?.removeEventListener('abort', closeOnAbort);
     await pool.close();
     await link.close();
   }

@@ -4,6 +4,7 @@ import { init } from './init.js';
 import { mount } from './mount.js';
 import { unmount } from './unmount.js';
 import { status } from './status.js';
+import { config } from './config.js';
 import { journal } from './journal.js';
 import { snapshot, snapshots } from './snapshot.js';
 import { diff } from './diff.js';
@@ -14,4 +15,4 @@ import { verify } from './verify.js';
 import { serve } from './serve.js';
 import { demo } from './demo.js';
 
-export const COMMANDS: Command[] = [init, mount, unmount, status, journal, snapshot, snapshots, diff, restore, prune, sync, verify, serve, demo];
+export const COMMANDS: Command[] = [init, mount, unmount, status, config, journal, snapshot, snapshots, diff, restore, prune, sync, verify, serve, demo];

@@ -6,7 +6,7 @@ import fs from 'node:fs';
 import type net from 'node:net';
 import { ReplfsError, messageOf } from '../errors/index.js';
 import { readdir, readlink, stat } from 'node:fs/promises';
-import { Volume, STATE_DIR, CONTROL_SOCKET, replyShimStats, configureReplyShim, type OpenReport } from '../volume/index.js';
+import { Volume, STATE_DIR, CONFIG_FILE, CONTROL_SOCKET, replyShimStats, configureReplyShim, type OpenReport } from '../volume/index.js';
 import { VolumeFuse, type MountOptions } from '../fuse/adapter.js';
 import { ReplicaFuse } from '../fuse/replica.js';
 import { mountState, unmountPath } from '../fuse/mountpoint.js';
@@ -15,6 +15,8 @@ import { register, unregister } from '../control/registry.js';
 import { VERSION } from './version.js';
 import { ACTIONS } from './actions.js';
 import { receiveInto } from './receive.js';
+import { Operator } from './operator.js';
+import path from 'node:path';
 
 export interface DaemonOptions {
   root: string;
@@ -23,6 +25,8 @@ export interface DaemonOptions {
   log: (line: string) => void;
   /** Mount a replica (mount --read-only): its snapshots only, nothing writable. */
   replica?: boolean;
+  /** A policy file given with --config (absolute), instead of the volume's config.json. */
+  configFile?: string | null;
 }
 
 /** A sync being received by this daemon. */
@@ -43,6 +47,9 @@ export class Daemon {
   /** Resolves once the daemon has unmounted and closed everything. */
   readonly stopped = new Promise<void>((r) => { this.resolveStopped = r; });
 
+  /** The policy, schedule and alerts of a source volume (none for a replica). */
+  private operator: Operator | null = null;
+
   private constructor(readonly opts: DaemonOptions, readonly volume: Volume, readonly report: OpenReport, private readonly rootFd: number) {}
 
   static async start(opts: DaemonOptions): Promise<Daemon> {
@@ -50,14 +57,28 @@ export class Daemon {
     // Opened before mounting: after an in-place mount this is the only way to the files.
     const rootFd = fs.openSync(opts.root, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
     let volume: Volume | undefined;
+    let operator: Operator | null = null;
     try {
       const opened = await Volume.open(opts.root, { rootFd, writable: true });
       volume = opened.volume;
       await checkMode(volume, opts.root, opts.replica === true, opts.mountpoint);
       const d = new Daemon(opts, volume, opened.report, rootFd);
+      if (!opts.replica) {
+        // A policy nobody could read runs nothing: the mount is refused, naming the field.
+        operator = await Operator.prepare({
+          volume, mountpoint: opts.mountpoint, log: opts.log,
+          files: {
+            volume: { read: `${volume.backing.stateDir()}/${CONFIG_FILE}`, shown: path.join(opts.root, STATE_DIR, CONFIG_FILE) },
+            outside: opts.configFile ?? null, hookCwd: opts.mountpoint,
+          },
+        });
+        d.operator = operator;
+      }
       await d.serve();
+      await operator?.begin();
       return d;
     } catch (err) {
+      await operator?.stop().catch(() => undefined);
       if (volume) await volume.close().catch(() => undefined);
       fs.closeSync(rootFd);
       throw err;
@@ -71,11 +92,27 @@ export class Daemon {
   private async serve(): Promise<void> {
     const { opts, volume } = this;
     const socketFromHere = `${volume.backing.stateDir()}/${CONTROL_SOCKET}`;
+    const operator = this.operator;
     const actions: Record<string, Handler> = Object.fromEntries(Object.entries(ACTIONS).map(([name, action]) =>
-      [name, (args: Record<string, unknown>, progress: (p: unknown) => void) => action(volume, args, { mountpoint: opts.mountpoint, progress })]));
+      [name, (args: Record<string, unknown>, progress: (p: unknown) => void) => action(volume, args,
+        operator ? operator.commandContext({ progress }) : { mountpoint: opts.mountpoint, progress })]));
     this.control = await ControlServer.listen(socketFromHere, {
       ping: async () => ({ pid: process.pid }),
-      status: async () => volume.status({ mountpoint: opts.mountpoint, pid: process.pid }),
+      status: async () => ({
+        ...(await volume.status({ mountpoint: opts.mountpoint, pid: process.pid })),
+        ...(operator ? { operations: await operator.status() } : {}),
+      }),
+      config: async () => {
+        if (!operator) throw new ReplfsError('refused', `${opts.root} is a replica: it runs no policy of its own`, 'its retention is set on the source, in the destination\'s "retention"');
+        return operator.refresh();
+      },
+      'config-load': async (args) => {
+        if (!operator) throw new ReplfsError('refused', `${opts.root} is a replica: it runs no policy of its own`);
+        if (typeof args.text !== 'string' || typeof args.shown !== 'string') throw new ReplfsError('usage', 'config-load needs the text of the file');
+        return operator.load(args.text, args.shown);
+      },
+      reload: async () => (operator ? operator.reload('asked to reload') : { ok: true, error: null }),
+
       journal: async () => volume.journalReport(),
       flush: async () => { await volume.flush(true); return { flushed: true }; },
       ...actions,
@@ -206,6 +243,8 @@ export class Daemon {
         while (this.receiving) await this.receiving.done;
       }
       if (this.watch) clearInterval(this.watch);
+      // Scheduled work stops first: a sync under way is cut (the next one resumes it).
+      await this.operator?.stop();
       this.fuse?.dispose();
       await this.volume.close();
       this.opts.log(`unmounted ${mnt}; journal flushed`);
@@ -251,7 +290,8 @@ export class Daemon {
     };
     process.on('SIGTERM', onSignal);
     process.on('SIGINT', onSignal);
-    process.on('SIGHUP', () => undefined);
+    // SIGHUP rereads the policy, as daemons do.
+    process.on('SIGHUP', () => { void this.operator?.reload('SIGHUP'); });
   }
 }
 

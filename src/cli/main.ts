@@ -12,6 +12,7 @@ const LOADERS: Array<[string, () => Promise<Command>]> = [
   ['mount', async () => (await import('./mount.js')).mount],
   ['unmount', async () => (await import('./unmount.js')).unmount],
   ['status', async () => (await import('./status.js')).status],
+  ['config', async () => (await import('./config.js')).config],
   ['journal', async () => (await import('./journal.js')).journal],
   ['snapshot', async () => (await import('./snapshot.js')).snapshot],
   ['snapshots', async () => (await import('./snapshot.js')).snapshots],

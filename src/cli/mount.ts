@@ -40,6 +40,8 @@ export interface MountRequest {
   snapdirVisible: boolean;
   /** A replica, mounted with --read-only. */
   replica: boolean;
+  /** The policy file given with --config. */
+  configFile: string | null;
 }
 
 export function parseMountOptions(list: string[], replica = false): Pick<MountRequest, 'extra' | 'attrTimeout' | 'entryTimeout' | 'debug' | 'snapdirVisible'> {
@@ -137,12 +139,19 @@ export const mount: Command = {
     'read-only': { type: 'boolean', description: 'mount a replica: its newest snapshot at the root, every write refused (EROFS)' },
     foreground: { type: 'boolean', short: 'f', description: 'stay attached; Ctrl-C unmounts' },
     option: { type: 'string', short: 'o', multiple: true, value: 'OPTS', description: 'mount options, comma separated: ro, kernel_cache, attr_timeout=S, entry_timeout=S, max_readahead=N, allow_root, snapdir=hidden|visible, debug' },
+    config: { type: 'string', value: 'FILE', description: 'take the policy (schedules, destinations, alerts) from FILE instead of <dir>/.replfs/config.json' },
   },
   positionals: { min: 1, max: 2 },
   async run({ values, positionals }) {
     const root = path.resolve(positionals[0]!);
     const mountpoint = positionals[1] !== undefined ? path.resolve(positionals[1]) : root;
     const replica = values['read-only'] === true;
+    const configFile = typeof values.config === 'string' ? path.resolve(values.config) : null;
+    if (configFile !== null && replica) {
+      throw new ReplfsError('usage', '--config does not go with --read-only: a replica follows its source and runs no policy of its own',
+        'the retention of a replica is set on the source, in its destination\'s "retention"');
+    }
+    if (configFile !== null && !fs.existsSync(configFile)) throw new ReplfsError('notFound', `the policy file ${configFile} does not exist`);
     const opts = parseMountOptions((values.option as string[] | undefined) ?? [], replica);
     const notes = await prepareMount(root, mountpoint);
     const readyFd = process.env.REPLFS_READY_FD ? Number(process.env.REPLFS_READY_FD) : undefined;
@@ -150,9 +159,9 @@ export const mount: Command = {
     // again once it holds the volume.
     if (readyFd === undefined) await checkVolumeMode(root, replica, mountpoint);
     if (values.foreground || readyFd !== undefined) {
-      return runForeground({ root, mountpoint, replica, ...opts }, notes, readyFd);
+      return runForeground({ root, mountpoint, replica, configFile, ...opts }, notes, readyFd);
     }
-    return runBackground(root, mountpoint, (values.option as string[] | undefined) ?? [], replica, notes);
+    return runBackground(root, mountpoint, [...((values.option as string[] | undefined) ?? []).flatMap((o) => ['-o', o]), ...(configFile ? ['--config', configFile] : [])], replica, notes);
   },
 };
 
@@ -172,7 +181,7 @@ async function runForeground(req: MountRequest, notes: string[], readyFd: number
   let daemon: Daemon;
   try {
     daemon = await Daemon.start({
-      root: req.root, mountpoint: req.mountpoint, log, replica: req.replica,
+      root: req.root, mountpoint: req.mountpoint, log, replica: req.replica, configFile: req.configFile,
       mount: { extra: req.extra, attrTimeout: req.attrTimeout, entryTimeout: req.entryTimeout, debug: req.debug, snapdirVisible: req.snapdirVisible },
     });
   } catch (err) {
@@ -199,10 +208,11 @@ async function runForeground(req: MountRequest, notes: string[], readyFd: number
   return 0;
 }
 
-async function runBackground(root: string, mountpoint: string, options: string[], replica: boolean, notes: string[]): Promise<number> {
+/** `args`: the mount's options as given (-o ..., --config ...), passed on to the daemon. */
+async function runBackground(root: string, mountpoint: string, args0: string[], replica: boolean, notes: string[]): Promise<number> {
   const logPath = path.join(root, STATE_DIR, DAEMON_LOG);
   const logFd = fs.openSync(logPath, 'a', 0o600);
-  const args = [process.argv[1]!, 'mount', root, ...(mountpoint !== root ? [mountpoint] : []), ...(replica ? ['--read-only'] : []), ...options.flatMap((o) => ['-o', o])];
+  const args = [process.argv[1]!, 'mount', root, ...(mountpoint !== root ? [mountpoint] : []), ...(replica ? ['--read-only'] : []), ...args0];
   const child = spawn(process.execPath, args, {
     detached: true,
     stdio: ['ignore', logFd, logFd, 'pipe'],

@@ -67,7 +67,7 @@ export const sync: Command = {
     } else if (res.replicaSnapshot === null) {
       console.log(`${destination} already has ${res.snapshot}; nothing to send`);
     } else {
-      const how = res.kind === 'full' ? 'full copy' : res.kind === 'complete' ? 'every file compared' : `since ${res.base}`;
+      const how = res.kind === 'full' ? 'full copy' : res.kind === 'complete' ? `every file compared: ${res.completeReason ?? 'asked for'}` : `since ${res.base}`;
       console.log(`sent ${res.snapshot} to ${destination} (${how}${res.resumed ? ', resuming an interrupted sync' : ''}): ${res.filesChanged} files, `
         + `${formatBytes(res.bytesSent)} of blocks sent (${formatBytes(res.bytesOnWire)} on the wire), ${res.blocksSkipped} blocks already there, ${(res.durationMs / 1000).toFixed(1)} s`);
     }

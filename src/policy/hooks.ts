@@ -3,6 +3,9 @@
 // would block the event loop that serves the mount, and a hook touching the mount would
 // then deadlock.
 import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import fsp from 'node:fs/promises';
+import path from 'node:path';
 
 export interface QuiesceConfig {
   /** Shell command run before the cut, while writes still flow. */
@@ -16,10 +19,12 @@ export interface QuiesceConfig {
   onPreFailure: 'crash' | 'abort';
   /** `replfs sync` quiesces the snapshot it takes, as if given --quiesce. */
   onSync: boolean;
+  /** Added to the environment the hooks run with. */
+  env: Record<string, string>;
 }
 
 export const QUIESCE_DEFAULTS: QuiesceConfig = {
-  pre: null, post: null, preTimeoutMs: 30_000, postTimeoutMs: 30_000, barrierTimeoutMs: 10_000, onPreFailure: 'crash', onSync: false,
+  pre: null, post: null, preTimeoutMs: 30_000, postTimeoutMs: 30_000, barrierTimeoutMs: 10_000, onPreFailure: 'crash', onSync: false, env: {},
 };
 
 export class ConfigError extends Error {
@@ -34,13 +39,20 @@ const KEYS = new Set(Object.keys(QUIESCE_DEFAULTS));
 export function parseQuiesce(raw: unknown): QuiesceConfig {
   if (raw === undefined || raw === null) return { ...QUIESCE_DEFAULTS };
   if (typeof raw !== 'object' || Array.isArray(raw)) throw new ConfigError('quiesce', 'must be an object');
-  const out: QuiesceConfig = { ...QUIESCE_DEFAULTS };
+  const out: QuiesceConfig = { ...QUIESCE_DEFAULTS, env: {} };
   for (const [key, value] of Object.entries(raw as Record<string, unknown>)) {
     const field = `quiesce.${key}`;
     if (!KEYS.has(key)) throw new ConfigError(field, `unknown key (known: ${[...KEYS].join(', ')})`);
     if (key === 'pre' || key === 'post') {
       if (value !== null && (typeof value !== 'string' || value.trim() === '')) throw new ConfigError(field, 'must be a shell command (a non-empty string) or null');
       out[key] = value as string | null;
+    } else if (key === 'env') {
+      if (typeof value !== 'object' || value === null || Array.isArray(value)) throw new ConfigError(field, 'must be an object of NAME: "value"');
+      for (const [name, v] of Object.entries(value as Record<string, unknown>)) {
+        if (!/^[A-Za-z_][A-Za-z0-9_]*$/.test(name)) throw new ConfigError(`${field}.${name}`, 'is not an environment variable name (letters, digits and _, not starting with a digit)');
+        if (typeof v !== 'string' || v.includes('\0')) throw new ConfigError(`${field}.${name}`, 'must be a string');
+        out.env[name] = v;
+      }
     } else if (key === 'onSync') {
       if (typeof value !== 'boolean') throw new ConfigError(field, 'must be true or false');
       out.onSync = value;
@@ -106,4 +118,49 @@ export function runHook(command: string, env: Record<string, string>, timeoutMs:
       });
     });
   });
+}
+
+const SHELL_WORDS = new Set([
+  '.', ':', '[', 'alias', 'bg', 'break', 'cd', 'command', 'continue', 'eval', 'exec', 'exit', 'export', 'false', 'fg', 'getopts',
+  'hash', 'jobs', 'kill', 'printf', 'echo', 'pwd', 'read', 'readonly', 'return', 'set', 'shift', 'test', 'times', 'trap', 'true',
+  'type', 'ulimit', 'umask', 'unalias', 'unset', 'wait', 'if', 'while', 'until', 'for', 'case', '{', '!', 'sleep',
+]);
+
+/**
+ * What stands in the way of running `command` (its program is missing or not executable),
+ * or null when nothing visible does. Only the first program is checked: after variable
+ * assignments, unquoted; anything the shell would expand first is left to the shell.
+ * Relative paths are taken from `cwd`, where hooks run (unchecked when it is null). Asynchronous on purpose: the
+ * program may live inside the mount this process serves.
+ */
+export async function commandProblem(command: string, cwd: string | null, searchPath = process.env.PATH ?? '/usr/bin:/bin'): Promise<string | null> {
+  let rest = command.trimStart();
+  for (;;) {
+    const assign = /^[A-Za-z_][A-Za-z0-9_]*=(?:'[^']*'|"[^"]*"|[^\s;|&<>()]*)\s+/.exec(rest);
+    if (!assign) break;
+    rest = rest.slice(assign[0].length);
+  }
+  const m = /^(?:'([^']*)'|"([^"$`\\]*)"|([^\s;|&<>()'"]+))/.exec(rest);
+  if (!m) return null;
+  const word = m[1] ?? m[2] ?? m[3]!;
+  if (word === '' || /[$`\\*?[~]/.test(word) || SHELL_WORDS.has(word)) return null;
+  if (word.includes('/')) {
+    if (cwd === null && !path.isAbsolute(word)) return null;
+    const file = path.resolve(cwd ?? '/', word);
+    const st = await fsp.stat(file).catch(() => null);
+    if (!st) return `${JSON.stringify(word)} does not exist${path.isAbsolute(word) ? '' : ` (relative paths are taken from ${cwd}, where hooks run)`}`;
+    if (!st.isFile()) return `${JSON.stringify(word)} is not a file`;
+    if (!(await executable(file))) return `${JSON.stringify(word)} is not executable (chmod +x ${file})`;
+    return null;
+  }
+  for (const dir of searchPath.split(':')) {
+    if (!dir) continue;
+    const file = path.join(dir, word);
+    if ((await fsp.stat(file).catch(() => null))?.isFile() && (await executable(file))) return null;
+  }
+  return `${JSON.stringify(word)} is not a command found in PATH (${searchPath})`;
+}
+
+function executable(file: string): Promise<boolean> {
+  return fsp.access(file, fs.constants.X_OK).then(() => true, () => false);
 }

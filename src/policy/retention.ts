@@ -3,15 +3,9 @@
 // snapshot within a duration of the newest one. A snapshot kept by any rule is kept.
 // Times are UTC; weeks start on Monday. Pure code: a table of snapshots in, a verdict out.
 
-export interface KeepPolicy {
-  last?: number;
-  hourly?: number;
-  daily?: number;
-  weekly?: number;
-  monthly?: number;
-  /** Milliseconds before the newest snapshot's time. */
-  withinMs?: number;
-}
+import type { KeepPolicy } from '../core/types.js';
+
+export type { KeepPolicy };
 
 export interface Dated {
   name: string;
