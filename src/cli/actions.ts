@@ -5,7 +5,7 @@ import { ReplfsError } from '../errors/index.js';
 import { cloexecAll, type GcReport, type SnapshotRecord, type Volume } from '../volume/index.js';
 import { checkSnapshotName } from './command.js';
 import { decide, PolicyError, type KeepPolicy } from '../policy/retention.js';
-import type { Policy } from '../policy/config.js';
+import { parsePolicy, type Policy } from '../policy/config.js';
 import { OpsBook } from './operations.js';
 import { ConfigError, parseQuiesce, runHook, type HookOutcome, type QuiesceConfig } from '../policy/hooks.js';
 import { ConnectionError, greet } from '../replicate/connection.js';
@@ -193,6 +193,34 @@ const restore: Action = async (volume, args, ctx) => {
   return volume.restore(name, from, { intoDir: to });
 };
 
+const DESTINATION_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
+
+/**
+ * A destination named in the policy (`replfs sync /srv/data offsite`): its URL, with its
+ * settings (bwlimit, compress, token, CA, retention) where the command line gave none. A
+ * name never holds "/" or ":", so a path or URL is never taken for one.
+ */
+async function namedDestination(volume: Volume, args: Record<string, unknown>, ctx: ActionContext): Promise<Record<string, unknown>> {
+  const given = str(args, 'destination') ?? '';
+  if (!DESTINATION_NAME.test(given)) return args;
+  let policy: Policy;
+  if (ctx.policy) policy = await ctx.policy();
+  else {
+    try {
+      policy = parsePolicy((await volume.currentConfig()) as unknown, { origin: 'volume' });
+    } catch (err) {
+      if (err instanceof ConfigError) throw new ReplfsError('usage', `${volume.root}/.replfs/config.json: ${err.message}`);
+      throw err;
+    }
+  }
+  const d = policy.destinations.find((x) => x.name === given);
+  if (!d) return args;
+  return {
+    ...args, destination: d.url, bwlimit: args.bwlimit ?? d.bwlimit, compress: args.compress ?? d.compress,
+    tokenFile: args.tokenFile ?? d.tokenFile ?? undefined, tlsCa: args.tlsCa ?? d.tlsCa ?? undefined, retention: args.retention ?? d.retention ?? undefined,
+  };
+}
+
 /** Reaches the destination of a sync or verify, and says hello. */
 async function reach(args: Record<string, unknown>): Promise<{ link: Link; remote: RemoteReceiver }>{
   const destination = str(args, 'destination') ?? '';
@@ -224,7 +252,8 @@ function linkError(err: unknown, destination: string, link: Link): unknown {
 }
 
 /** `replfs sync`: a new snapshot (or the one named), sent to the destination. */
-const sync: Action = async (volume, args, ctx) => {
+const sync: Action = async (volume, given, ctx) => {
+  const args = await namedDestination(volume, given, ctx);
   const dryRun = args.dryRun === true;
   parseDestination(str(args, 'destination') ?? '');
   let name = str(args, 'snapshot');
@@ -284,7 +313,8 @@ const sync: Action = async (volume, args, ctx) => {
 };
 
 /** `replfs verify`: a source snapshot against the replica's snapshot of the same source time. */
-const verifyAction: Action = async (volume, args, ctx) => {
+const verifyAction: Action = async (volume, given, ctx) => {
+  const args = await namedDestination(volume, given, ctx);
   const destination = str(args, 'destination') ?? '';
   parseDestination(destination);
   let name = str(args, 'snapshot');

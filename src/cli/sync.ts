@@ -31,6 +31,8 @@ export const sync: Command = {
     'set since the snapshot the destination last confirmed, comparing blocks by BLAKE3.',
     'An interrupted sync is resumed by the next one. The replica keeps one snapshot per',
     'sync, dated with the source snapshot\'s time.',
+    'A destination may also be the name of one in the volume\'s policy (docs/config.md):',
+    'its URL and settings are used, options given here taking precedence.',
   ].join('\n'),
   options: {
     snapshot: { type: 'string', value: 'NAME', description: 'send this snapshot instead of taking a new one' },
@@ -54,7 +56,7 @@ export const sync: Command = {
     const bwlimit = typeof values.bwlimit === 'string' ? parseRate(values.bwlimit) : null;
     const res = await actWithProgress<SyncSummary>(source, 'sync', {
       destination, snapshot: name ?? null, quiesce: values.quiesce === true, dryRun: values['dry-run'] === true,
-      force: values.force === true, bwlimit, compress: values.compress === true, ...transportArgs(values),
+      force: values.force === true, bwlimit, compress: values.compress === true ? true : null, ...transportArgs(values),
     }, values.json === true);
     if (values.json) {
       printJson(res);

@@ -1,7 +1,6 @@
 // `replfs serve --listen` and replfs://host:port/NAME for real: a server process on an
 // ephemeral port of 127.0.0.1, real `replfs sync` processes, and hand-made senders on raw
 // sockets for what a real sender never does. Every server is killed in teardown.
-import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
@@ -9,53 +8,17 @@ import path from 'node:path';
 import test from '../helpers/ava.js';
 import type { ExecutionContext } from 'ava';
 import {
-  BIN, scratch, replfs, initVolume, mountVolume, describeTree, run, waitFor, exited, alive,
+  scratch, replfs, initVolume, mountVolume, describeTree, run, waitFor, alive,
   type Scratch, fails,
 } from '../helpers/env.js';
 import type { ExitCodeName } from '../../src/errors/index.js';
+import { startServer, tokenFile, type Server } from '../helpers/server.js';
 import { Connection, greet } from '../../src/replicate/connection.js';
 import { FrameType, decodeJson, encodeJson, type Frame } from '../../src/replicate/frames.js';
 import type { SyncSummary as Summary } from '../../src/replicate/sender.js';
 
 /** A wrong token ends the sender with `permission` (8). */
 const AUTH_EXIT: ExitCodeName = 'permission';
-
-interface Server {
-  port: number;
-  child: ChildProcess;
-  /** Everything on stdout so far. */
-  log(): string;
-  stderr(): string;
-  /** The exit code (null when killed by a signal). */
-  exit: Promise<number | null>;
-}
-
-function tokenFile(s: Scratch, name = 'token', content = randomBytes(24).toString('hex') + '\n', mode = 0o600): string {
-  const file = path.join(s.dir, name);
-  fs.writeFileSync(file, content, { mode });
-  fs.chmodSync(file, mode);
-  return file;
-}
-
-/** `replfs serve <root> --listen 127.0.0.1:0 ...`, up and listening; killed in teardown whatever happens. */
-async function startServer(t: ExecutionContext, root: string, args: string[]): Promise<Server> {
-  const child = spawn(process.execPath, [BIN, 'serve', root, '--listen', '127.0.0.1:0', ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-  t.teardown(async () => {
-    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-    await exited(child);
-  });
-  let out = '';
-  let err = '';
-  child.stdout!.on('data', (c: Buffer) => { out += c.toString('utf8'); });
-  child.stderr!.on('data', (c: Buffer) => { err += c.toString('utf8'); });
-  const exit = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-  let gone = false;
-  void exit.then(() => { gone = true; });
-  await waitFor(() => gone || /\n/.test(out), 20_000, 'the server to listen');
-  const m = /^listening on 127\.0\.0\.1:(\d+)\n/.exec(out);
-  if (!m) throw new Error(`the server did not start: stdout ${JSON.stringify(out)}, stderr ${JSON.stringify(err)}`);
-  return { port: Number(m[1]), child, log: () => out, stderr: () => err, exit };
-}
 
 /** The server's per-connection log lines (after the first two). */
 function connections(srv: Server): string[] {
