@@ -13,7 +13,7 @@ import {
   Sublevel, RegionFlag, headerKey, regionKey, entryKey, epochRange, unhex,
   type HeaderValue, type EntryValue,
 } from './format.js';
-import { blockSpan, regionPieces, newBitmap, setBits, orInto, extentsFromRegions } from './extents.js';
+import { blockSpan, regionPieces, newBitmap, setBits, orInto, extentsFromRegions, coalesce } from './extents.js';
 import { putJson, type Op, type Store } from './store.js';
 
 interface RegionState {
@@ -350,7 +350,13 @@ export class Journal {
         // A file born in this epoch is new throughout. An unknown file keeps the extents the
         // journal knows; `unknown` tells readers to compare the rest too.
         if (st.header.k & ChangeKind.created) return size > 0 ? [{ offset: 0, length: size }] : [];
-        return extentsFromRegions([...st.regions].map(([r, rs]) => [r, rs.bits]), blocksPerRegion, blockSize, size);
+        const written = extentsFromRegions([...st.regions].map(([r, rs]) => [r, rs.bits]), blocksPerRegion, blockSize, size);
+        // Everything past the lowest size the file had is new: a truncation cut it off, and
+        // what is there now (zeros of a regrown file, or new data) differs from before.
+        const min = st.header.min;
+        if (min === undefined || min >= size) return written;
+        const from = Math.floor(min / blockSize) * blockSize;
+        return coalesce([...written, { offset: from, length: size - from }]);
       },
     };
   }

@@ -121,3 +121,43 @@ test('a destination that replicates another volume is refused, and left as it wa
 function replicaFiles(dir: string): string[] {
   return fs.readdirSync(dir).filter((n) => n !== '.replfs').sort();
 }
+
+test('a file cut short and grown again is sent whole past its shortest size: zeros where old data was, new data written after', async (t) => {
+  const src = path.join(tmpDir(t, 'replfs-sync-'), 'src');
+  const dst = path.join(tmpDir(t, 'replfs-sync-'), 'dst');
+  fs.mkdirSync(src);
+  fs.mkdirSync(dst);
+  fs.writeFileSync(path.join(src, 'regrown'), Buffer.alloc(256 * 1024, 0x41));
+  fs.writeFileSync(path.join(src, 'rewritten'), Buffer.alloc(256 * 1024, 0x42));
+  fs.writeFileSync(path.join(src, 'shrunk'), Buffer.alloc(256 * 1024, 0x43));
+  await Volume.init(src, { blockSize: 65536 });
+  await Volume.init(dst, { blockSize: 65536 });
+  const source = (await Volume.open(src, { writable: true })).volume;
+  const replica = (await Volume.open(dst, { writable: true })).volume;
+  const pool = new HashPool(2);
+  try {
+    await source.snapshot();
+    await syncLocal(source, replica, { hashPool: pool });
+    // Cut to nothing and grown back to the same size: all zeros now, and no write at all.
+    await source.truncate('/regrown', 0);
+    await source.truncate('/regrown', 256 * 1024);
+    // Cut to 10 KiB, then new data written only at the end: a hole in between.
+    await source.truncate('/rewritten', 10 * 1024);
+    await writeAt(source, '/rewritten', Buffer.alloc(64 * 1024, 0x5a), 192 * 1024);
+    await source.truncate('/shrunk', 100);
+    const s2 = await source.snapshot();
+    const second = await syncLocal(source, replica, { hashPool: pool });
+    t.is(second.kind, 'incremental');
+    const r2 = replica.snapshots().at(-1)!;
+    t.deepEqual(await describe(replica.view(r2.name)), await describe(source.view(s2.name)), 'the replica equals the source');
+    t.true(fs.readFileSync(path.join(dst, 'regrown')).equals(Buffer.alloc(256 * 1024)), 'zeros, not the old data');
+    const rewritten = fs.readFileSync(path.join(dst, 'rewritten'));
+    t.true(rewritten.subarray(10 * 1024, 192 * 1024).equals(Buffer.alloc(182 * 1024)));
+    t.true(rewritten.subarray(0, 10 * 1024).equals(Buffer.alloc(10 * 1024, 0x42)));
+    t.is(fs.statSync(path.join(dst, 'shrunk')).size, 100);
+  } finally {
+    await pool.close();
+    await source.close();
+    await replica.close();
+  }
+});
