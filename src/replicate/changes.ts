@@ -54,6 +54,11 @@ async function describe(volume: Volume, snapshot: string, fid: FileId, extents: 
   return change;
 }
 
+/** One file as of `snapshot` (node null when the snapshot does not have it), with the ranges to compare. */
+export function describeFile(volume: Volume, snapshot: string, fid: FileId, extents: Extent[] | 'whole'): Promise<FileChange> {
+  return describe(volume, snapshot, fid, extents, false);
+}
+
 export interface ChangeSetOptions {
   /**
    * A snapshot an interrupted sync was applying: every file it changed since the base is
