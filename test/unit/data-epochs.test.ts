@@ -1,12 +1,17 @@
-// Volume.dataEpochs, without FUSE: which files the journal says may have changed between
-// snapshots; metadata-only changes are not data changes; damaged records and epochs the
-// journal health calls inconsistent are never trusted.
+// Volume.dataEpochs (what `replfs find` trusts to hash a content once) and the find engine
+// on it, without FUSE: which files the journal says may have changed between snapshots;
+// metadata-only changes are not data changes; damaged records and epochs the journal
+// health calls inconsistent are never trusted; and findVersions reads a content again
+// exactly when the journal cannot vouch for it.
 import fs from 'node:fs';
 import path from 'node:path';
+import { blake3 } from '@napi-rs/blake-hash';
 import test from '../helpers/ava.js';
 import { put, tmpDir, writeAt } from '../helpers/engine.js';
 import { Volume } from '../../src/volume/volume.js';
 import { Sublevel, headerKey, regionKey } from '../../src/volume/format.js';
+import { Glob } from '../../src/policy/glob.js';
+import { findVersions } from '../../src/cli/versions.js';
 
 async function volume(t: { teardown(fn: () => unknown): void }): Promise<{ dir: string; v: Volume }> {
   const dir = tmpDir(t, 'replfs-data-epochs-');
@@ -60,4 +65,28 @@ test('dataEpochs: a damaged header, block detail without a header and an epoch f
   v.health = { overflowed: [], inconsistent: [{ epoch: s3.epoch, at: new Date().toISOString(), detail: 'test' }] };
   t.deepEqual((await v.dataEpochs(s1.epoch, s3.epoch)).untrusted, [s2.epoch, s3.epoch], 'and so does the journal health');
   t.deepEqual((await v.dataEpochs(s3.epoch, s3.epoch)).untrusted, [], 'only inside the range');
+});
+
+test('findVersions hashes a content once while the journal vouches for it, and again across an untrusted epoch', async (t) => {
+  const { dir, v } = await volume(t);
+  const s1 = await v.snapshot();
+  await v.chmod('/a', 0o600);
+  const s2 = await v.snapshot();
+  const s3 = await v.snapshot();
+  const glob = Glob.parse('a');
+  const first = await findVersions(v, glob, { all: true });
+  const content = fs.readFileSync(path.join(dir, 'a'));
+  t.deepEqual(first.files, [{
+    path: 'a',
+    versions: [{
+      blake3: blake3(content).toString('hex'), size: content.length,
+      mtime: first.files[0]!.versions[0]!.mtime, mtimeNs: fs.statSync(path.join(dir, 'a'), { bigint: true }).mtimeNs.toString(),
+      snapshots: [s1.name, s2.name, s3.name],
+    }],
+  }]);
+  t.is(first.totals.hashed, 1, 'read once for three snapshots');
+  v.health = { overflowed: [], inconsistent: [{ epoch: s2.epoch, at: new Date().toISOString(), detail: 'test' }] };
+  const again = await findVersions(v, glob, { all: true });
+  t.is(again.totals.hashed, 2, 'read again across the epoch the journal cannot vouch for');
+  t.deepEqual(again.files, first.files, 'with the same answer');
 });
