@@ -200,7 +200,12 @@ cli('nothing matching is exit 0 with a note on stderr; bad globs, no volume, no 
   await initVolume(t, s, dir);
   const plain = path.join(s.dir, 'plain');
   fs.mkdirSync(plain);
-  const state = async () => ({ tree: await describeTree(dir), status: JSON.parse(await ok(t, s, ['status', dir, '--json'])) as { epoch: number }, snaps: await ok(t, s, ['snapshots', dir, '--json']) });
+  // What a command that changes nothing must leave as it was: files, epoch, journal, snapshots.
+  const state = async () => {
+    const st = JSON.parse(await ok(t, s, ['status', dir, '--json'])) as { epoch: number; journal: { entries: number; dirtyFiles: number; dirtyBytes: number }; files: number };
+    const { entries, dirtyFiles, dirtyBytes } = st.journal;
+    return { tree: await describeTree(dir), epoch: st.epoch, journal: { entries, dirtyFiles, dirtyBytes }, files: st.files, snaps: await ok(t, s, ['snapshots', dir, '--json']) };
+  };
 
   // No snapshot yet: nothing to search, refused, mounted or not.
   for (const mounted of [false, true]) {
