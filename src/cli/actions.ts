@@ -17,6 +17,8 @@ import { send, verify, type SyncProgress } from '../replicate/sender.js';
 import { connect, type Link } from '../replicate/transport.js';
 import { RemoteReceiver } from '../replicate/wire.js';
 import { VERSION } from './version.js';
+import { Glob, GlobError } from '../policy/glob.js';
+import { findVersions, type FindProgress } from './versions.js';
 
 export interface ActionContext {
   /** Where the volume is mounted, or null when it is not. */
@@ -339,8 +341,23 @@ const verifyAction: Action = async (volume, given, ctx) => {
   }
 };
 
+/** `replfs find`: the versions of the files matching a glob, in the newest snapshot or in all. */
+const find: Action = async (volume, args, ctx) => {
+  let glob: Glob;
+  try {
+    glob = Glob.parse(str(args, 'glob') ?? '');
+  } catch (err) {
+    if (err instanceof GlobError) throw new ReplfsError('usage', err.message, 'see: replfs find --help');
+    throw err;
+  }
+  // Progress lines keep a long search alive on the control socket (the CLI waits for silence, not for the end).
+  const progress = ctx.progress as ((p: FindProgress) => void) | undefined;
+  return findVersions(volume, glob, { all: args.all === true, progress });
+};
+
 export const ACTIONS: Record<string, Action> = {
   diff,
+  find,
   restore,
   snapshot,
   snapshots: list,

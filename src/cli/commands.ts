@@ -8,6 +8,8 @@ import { config } from './config.js';
 import { journal } from './journal.js';
 import { snapshot, snapshots } from './snapshot.js';
 import { diff } from './diff.js';
+import { find } from './find.js';
+import { exportCommand } from './export.js';
 import { restore } from './restore.js';
 import { prune } from './prune.js';
 import { sync } from './sync.js';
@@ -15,4 +17,4 @@ import { verify } from './verify.js';
 import { serve } from './serve.js';
 import { demo } from './demo.js';
 
-export const COMMANDS: Command[] = [init, mount, unmount, status, config, journal, snapshot, snapshots, diff, restore, prune, sync, verify, serve, demo];
+export const COMMANDS: Command[] = [init, mount, unmount, status, config, journal, snapshot, snapshots, diff, find, exportCommand, restore, prune, sync, verify, serve, demo];

@@ -17,6 +17,8 @@ const LOADERS: Array<[string, () => Promise<Command>]> = [
   ['snapshot', async () => (await import('./snapshot.js')).snapshot],
   ['snapshots', async () => (await import('./snapshot.js')).snapshots],
   ['diff', async () => (await import('./diff.js')).diff],
+  ['find', async () => (await import('./find.js')).find],
+  ['export', async () => (await import('./export.js')).exportCommand],
   ['restore', async () => (await import('./restore.js')).restore],
   ['prune', async () => (await import('./prune.js')).prune],
   ['sync', async () => (await import('./sync.js')).sync],

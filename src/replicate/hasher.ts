@@ -11,11 +11,26 @@ interface Pending {
   worker: Worker;
 }
 
+/**
+ * A BLAKE3 hash of a whole stream of bytes (a file), computed in one hashing thread: the
+ * pieces given to update() are hashed there in the order given.
+ */
+export interface DigestStream {
+  /**
+   * Adds the bytes of `data` (moved to the thread, as with HashPool.hash) and resolves with
+   * the buffer handed back once they are hashed. Several updates may be in flight.
+   */
+  update(data: Buffer): Promise<Buffer>;
+  /** The 32-byte digest of everything given to update(), once all of it is hashed. */
+  digest(): Promise<Buffer>;
+}
+
 export class HashPool {
   private readonly workers: Worker[] = [];
   private readonly load = new Map<Worker, number>();
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
+  private nextStream = 1;
   private closed = false;
 
   constructor(size = Math.max(1, Math.min(4, os.availableParallelism() - 1))) {
@@ -38,19 +53,48 @@ export class HashPool {
    * `data.buffer`, for reuse).
    */
   hash(data: Buffer, blockSize: number): Promise<{ hashes: Buffer[]; data: Buffer }> {
+    const worker = this.pick();
+    if (worker instanceof Error) return Promise.reject(worker);
+    return this.send(worker, data, { blockSize });
+  }
+
+  /** A digest of a whole stream of bytes, hashed in one of the threads (the least busy now). */
+  stream(): DigestStream {
+    const picked = this.pick();
+    const stream = this.nextStream++;
+    let ended = false;
+    const run = (data: Buffer, final: boolean) => {
+      if (picked instanceof Error) return Promise.reject(picked);
+      if (ended) return Promise.reject(new Error('the digest stream is over'));
+      ended = final;
+      return this.send(picked, data, { blockSize: 0, stream, final });
+    };
+    return {
+      update: async (data) => (await run(data, false)).data,
+      digest: async () => Buffer.from((await run(Buffer.allocUnsafeSlow(0), true)).hashes[0]!),
+    };
+  }
+
+  private pick(): Worker | Error {
+    if (this.closed) return new Error('the hash pool is closed');
+    if (this.workers.length === 0) return new Error('every hashing thread has failed');
+    let worker = this.workers[0]!;
+    for (const w of this.workers) if (this.load.get(w)! < this.load.get(worker)!) worker = w;
+    return worker;
+  }
+
+  private send(worker: Worker, data: Buffer, how: { blockSize: number; stream?: number; final?: boolean }): Promise<{ hashes: Buffer[]; data: Buffer }> {
     if (this.closed) return Promise.reject(new Error('the hash pool is closed'));
-    if (this.workers.length === 0) return Promise.reject(new Error('every hashing thread has failed'));
+    if (!this.workers.includes(worker)) return Promise.reject(new Error('the hashing thread of this stream has failed'));
     if (data.byteOffset !== 0 || data.buffer.byteLength < data.length || data.buffer instanceof SharedArrayBuffer) {
       // Not transferable as is (a slice of a pooled buffer): send a copy.
       const own = Buffer.allocUnsafeSlow(data.length);
       data.copy(own);
       data = own;
     }
-    let worker = this.workers[0]!;
-    for (const w of this.workers) if (this.load.get(w)! < this.load.get(worker)!) worker = w;
     this.load.set(worker, this.load.get(worker)! + 1);
     const id = this.nextId++;
-    const req: HashRequest = { id, data: data.buffer as ArrayBuffer, length: data.length, blockSize };
+    const req: HashRequest = { id, data: data.buffer as ArrayBuffer, length: data.length, ...how };
     return new Promise((resolve, reject) => {
       this.pending.set(id, { resolve, reject, worker });
       worker.postMessage(req, [req.data]);

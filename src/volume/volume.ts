@@ -15,7 +15,7 @@ import { FsError, ReplfsError, hasCode, messageOf } from '../errors/index.js';
 import {
   CONFIG_FILE, DB_DIR, DEFAULT_JOURNAL_MAX_BYTES, FORMAT_VERSION, UPGRADABLE_FORMATS, MetaKey, STATE_DIR, Sublevel, blocksPerRegion, fileKey,
   DEFAULT_BLOCK_SIZE, MIN_BLOCK_SIZE, MAX_BLOCK_SIZE, FARM_DIR, SNAPSHOT_DIR, TypeTag, hex, unhex, snapshotKey,
-  type DestinationRecord, type JournalHealthRecord, type FileRecord, type NameRef, type OriginNode, type ReplicaMeta, type Divergence, type SessionValue, type VolumeConfig, type PreservedAttr, type PreservedEntry, type SnapshotRecord,
+  type DestinationRecord, type JournalHealthRecord, type FileRecord, type HeaderValue, type NameRef, type OriginNode, type ReplicaMeta, type Divergence, type SessionValue, type VolumeConfig, type PreservedAttr, type PreservedEntry, type SnapshotRecord,
 } from './format.js';
 import { Backing, baseName, parentOf, relPath } from './backing.js';
 import { FileTable } from './files.js';
@@ -1612,6 +1612,54 @@ export class Volume {
     const totals = { added: 0, removed: 0, modified: 0, renamed: 0, attributes: 0, changedBytes: 0 };
     for (const f of files) { totals[f.status]++; totals.changedBytes += totalLength(f.extents); }
     return { from: fromName, to: to ? toName : 'live', blockSize: this.config.blockSize, files, totals };
+  }
+
+  /**
+   * Which files' data may have changed in the epochs (after, upTo], from the journal alone
+   * (no file and no block index is read). `files`: per file, the epochs, ascending, whose
+   * journal marks it written, truncated or created, or to be compared whole (`unknown`,
+   * overflow included), holds block detail for it, or has an unreadable record of it.
+   * `untrusted`: the epochs whose journal was found damaged (journal health, or a record
+   * unreadable now), in which any file may have changed. Two snapshots r < s read the same
+   * bytes of a file when none of its epochs and no untrusted epoch lies in (r.epoch, s.epoch].
+   */
+  async dataEpochs(after: number, upTo: number): Promise<{ files: Map<FileId, number[]>; untrusted: number[] }> {
+    const found = new Map<FileId, Set<number>>();
+    const untrusted = new Set<number>(this.health.inconsistent.map((o) => o.epoch).filter((e) => e > after && e <= upTo));
+    const mask = ChangeKind.data | ChangeKind.truncated | ChangeKind.created;
+    const add = (fid: FileId, epoch: number) => {
+      const set = found.get(fid);
+      if (set) set.add(epoch);
+      else found.set(fid, new Set([epoch]));
+    };
+    // Epochs before the current one are on disk, complete since the snapshot that closed them.
+    const last = Math.min(upTo, this.journal.epoch - 1);
+    if (last > after) {
+      const range = { gte: `${hex(after + 1)}!`, lt: `${hex(last)}"` };
+      for await (const [key, value] of this.store.entries(Sublevel.headers, range)) {
+        const [epochHex, fidHex] = key.split('!') as [string, string];
+        let h: HeaderValue | null = null;
+        try { h = JSON.parse(value.toString('utf8')) as HeaderValue; } catch { h = null; }
+        if (!h || typeof h !== 'object' || !Number.isInteger(h.k)) {
+          // Damaged: this file may have changed, and so may others whose records are lost.
+          add(unhex(fidHex), unhex(epochHex));
+          untrusted.add(unhex(epochHex));
+        } else if ((h.k & mask) !== 0 || h.u) {
+          add(unhex(fidHex), unhex(epochHex));
+        }
+      }
+      // Block detail is data written, whatever the header says (one without a header is damage, and Journal.load distrusts it too).
+      for await (const [key] of this.store.entries(Sublevel.regions, range)) {
+        const [epochHex, fidHex] = key.split('!') as [string, string];
+        add(unhex(fidHex), unhex(epochHex));
+      }
+    }
+    if (upTo >= this.journal.epoch && after < this.journal.epoch) {
+      for (const js of this.journal.fileStates()) if ((js.kinds & mask) !== 0 || js.unknown) add(js.fid, this.journal.epoch);
+    }
+    const files = new Map<FileId, number[]>();
+    for (const [fid, set] of found) files.set(fid, [...set].sort((x, y) => x - y));
+    return { files, untrusted: [...untrusted].sort((x, y) => x - y) };
   }
 
   /**

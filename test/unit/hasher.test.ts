@@ -47,3 +47,29 @@ test('a closed pool refuses work, and pending requests are rejected', async (t) 
   await t.throwsAsync(pending, { message: /closed/ });
   await t.throwsAsync(pool.hash(Buffer.alloc(10), 4096), { message: /closed/ });
 });
+
+test('a digest stream hashes a whole file in one thread, in order: the same as BLAKE3 of all of it', async (t) => {
+  const pool = new HashPool(3);
+  t.teardown(() => pool.close());
+  const sizes = [0, 1, 65536, 3 * 1024 * 1024 + 17];
+  const results = await Promise.all(sizes.map(async (size) => {
+    const data = randomBytes(size);
+    const s = pool.stream();
+    const sent: Array<Promise<Buffer>> = [];
+    for (let pos = 0; pos < size; pos += 100_000) {
+      const piece = Buffer.allocUnsafeSlow(Math.min(100_000, size - pos));
+      data.copy(piece, 0, pos, pos + piece.length);
+      sent.push(s.update(piece));
+    }
+    const digest = await s.digest();
+    const back = await Promise.all(sent);
+    return { data, digest, back };
+  }));
+  for (const [i, r] of results.entries()) {
+    t.true(r.digest.equals(blake3(r.data)), `${sizes[i]} bytes`);
+    t.is(r.back.reduce((n, b) => n + b.length, 0), sizes[i], 'every piece handed back');
+  }
+  const s = pool.stream();
+  await s.digest();
+  await t.throwsAsync(s.update(Buffer.alloc(1)), { message: /over/ }, 'nothing after the digest');
+});

@@ -13,7 +13,8 @@ export const ALLOWED: Record<string, string[]> = {
   control: ['volume', 'errors'],
   replicate: ['volume', 'core', 'errors'],
   policy: ['core'],
-  cli: ['core', 'errors', 'volume', 'fuse', 'control', 'replicate', 'policy'],
+  archive: ['core'],
+  cli: ['core', 'errors', 'volume', 'fuse', 'control', 'replicate', 'policy', 'archive'],
 };
 
 function sources(dir: string): string[] {
