@@ -196,7 +196,7 @@ export class Daemon {
       admit: () => {
         if (!this.opts.replica) {
           throw new ReplfsError('refused', `${this.opts.root} is mounted as a protected directory, not as a replica`,
-            'a replica is a directory that replfs sync made; sync into a new or empty directory');
+            'a replica is a directory that replfs sync made; sync into a new or empty directory (a failback to a former source: unmount it first)');
         }
         if (this.detaching) throw new ReplfsError('busy', 'the replica is being unmounted; try again once it is');
         if (this.receiving) throw new ReplfsError('busy', 'another sync into this replica is being applied; try again when it is done');

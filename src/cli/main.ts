@@ -24,6 +24,7 @@ const LOADERS: Array<[string, () => Promise<Command>]> = [
   ['sync', async () => (await import('./sync.js')).sync],
   ['verify', async () => (await import('./verify.js')).verify],
   ['serve', async () => (await import('./serve.js')).serve],
+  ['promote', async () => (await import('./promote.js')).promote],
   ['demo', async () => (await import('./demo.js')).demo],
 ];
 

@@ -97,7 +97,7 @@ async function receiveHere(rootFor: (target: string | null) => string, stream: D
       named = target;
       release = opts.claim?.(target) ?? null;
       const root = rootFor(target);
-      const opened = await openReplica(root, { create: begin?.mode === 'sync' });
+      const opened = await openReplica(root, { create: begin?.mode === 'sync', failback: begin?.lineage !== undefined });
       replica = opened.volume;
       return new Receiver(opened.volume, pool, { prune: pruneReplica });
     }, { software: VERSION, token: opts.token });
@@ -299,7 +299,7 @@ function writableDone(s: Duplex, timeoutMs = 5000): Promise<void> {
  * open it for writing all the same: that runs the scan that finds changes made to the
  * replica behind replfs's back, which they report.
  */
-export async function openReplica(root: string, opts: { create: boolean }): Promise<{ volume: Volume; report: OpenReport }> {
+export async function openReplica(root: string, opts: { create: boolean; failback?: boolean }): Promise<{ volume: Volume; report: OpenReport }> {
   const none = () => new ReplfsError('notFound', `there is no replica at ${root} yet`, 'a first sync copies everything; run it without --dry-run');
   let entries: string[];
   try {
@@ -317,8 +317,9 @@ export async function openReplica(root: string, opts: { create: boolean }): Prom
     await Volume.init(root, {});
   }
   const opened = await Volume.open(root, { writable: true });
-  // A protected directory holding files: only a replica may be synced into.
-  if (entries.length > 1 && !(await opened.volume.replicaMeta())) {
+  // A protected directory holding files: only a replica may be synced into, or the volume a
+  // promoted replica came from (a failback; the receiver checks that it is).
+  if (entries.length > 1 && !opts.failback && !(await opened.volume.replicaMeta())) {
     await opened.volume.close();
     throw new ReplfsError('refused', `${root} is a protected directory, not a replica: a sync would overwrite its files`,
       'sync into a new or empty directory');

@@ -24,6 +24,9 @@ export const FrameType = {
   filesEnd: 0x18,
   applied: 0x19,
   zblock: 0x1a,
+  origin: 0x1b,
+  originEnd: 0x1c,
+  rebased: 0x1d,
   error: 0x7f,
 } as const;
 
@@ -34,7 +37,7 @@ const NAME_OF_TYPE = new Map<number, FrameTypeName>(
 );
 
 /** Types whose body is JSON. The others carry binary bodies. */
-const JSON_TYPES: ReadonlySet<FrameTypeName> = new Set(['hello', 'welcome', 'auth', 'begin', 'file', 'end', 'confirmed', 'state', 'filesEnd', 'applied', 'error']);
+const JSON_TYPES: ReadonlySet<FrameTypeName> = new Set(['hello', 'welcome', 'auth', 'begin', 'file', 'end', 'confirmed', 'state', 'filesEnd', 'applied', 'origin', 'originEnd', 'rebased', 'error']);
 
 /** The largest frame either side accepts: a 1 MiB block with its header, with room to spare. */
 export const MAX_FRAME = 2 * 1024 * 1024;

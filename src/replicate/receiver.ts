@@ -22,7 +22,8 @@ import type { SnapshotView, ViewHandle } from '../volume/view.js';
 import { specOf } from '../volume/view.js';
 import { nodeTypeOf, type FileChange } from './changes.js';
 import type { HashPool } from './hasher.js';
-import { plan, stepBatches, type Node, type Step } from './plan.js';
+import { plan, stepBatches, type NameRef, type Node, type Step } from './plan.js';
+import { revertTo } from './revert.js';
 
 /** Where names are parked while a plan runs (suffixed with the replica's id); removed again before the replica snapshot. */
 export const STAGING_PREFIX = '.replfs-incoming-';
@@ -49,6 +50,22 @@ export interface Begin {
   mode: SyncMode;
   /** Go on although the replica was changed outside replfs: a full compare undoes those changes. */
   force: boolean;
+  /**
+   * Protocol 2: the sender was promoted from a replica of volume `from`, and holds these
+   * snapshots (name and source time). Sent to that volume, it takes the sync from the
+   * newest snapshot both hold (a failback), never by copying everything.
+   */
+  lineage?: { from: string; snapshots: Array<{ name: string; sourceTime: string }> };
+}
+
+/** One file of the base a failback starts from: its id, type tag and names, in the sender's ids. */
+export type ListingNode = [fid: FileId, tag: string, names: NameRef[]];
+
+export interface RebaseResult {
+  /** A snapshot of this volume's files as they were, taken when they differed from the base. */
+  kept: string | null;
+  /** What was undone to bring the files back to the base. */
+  reverted: { files: number; bytesCopied: number };
 }
 
 export interface ReceiverState {
@@ -64,6 +81,12 @@ export interface ReceiverState {
   snapshot?: string;
   /** Free and total bytes of the filesystem holding the replica (protocol 2). */
   space?: Space;
+  /**
+   * Protocol 2: the receiver is the volume the sender was promoted from; `base` is the
+   * newest snapshot both hold. The sender sends that snapshot's names (`rebase`) before the
+   * change set since it.
+   */
+  rebase?: boolean;
 }
 
 export interface Space {
@@ -120,6 +143,13 @@ export interface ReceiverApi {
   /** Resolves once `data` is no longer needed: the caller may then reuse its memory. */
   write(fid: FileId, offset: number, data: Buffer): Promise<void>;
   finish(opts?: FinishOptions): Promise<FinishResult>;
+  /**
+   * A failback (state.rebase): every file of the base, as the sender has it. The receiver
+   * checks that its own snapshot of that name holds the same tree, keeps its files in a
+   * snapshot if they changed since, brings them back to the base, and becomes the sender's
+   * replica.
+   */
+  rebase(nodes: ListingNode[]): Promise<RebaseResult>;
   /** The sync is abandoned (for `reason`, if known): let go of what it holds. */
   abort(reason?: unknown): Promise<void>;
 }
@@ -141,6 +171,10 @@ interface OpenFile {
 
 export class Receiver implements ReceiverApi {
   private started: Begin | null = null;
+  /** The snapshot a failback starts from (this volume's name, the sender's, its source time), between begin and rebase. */
+  private rebaseBase: { mine: string; theirs: string; sourceTime: string } | null = null;
+  /** The name reserved for the replica snapshot a failback ends with. */
+  private heldName: string | null = null;
   private mustBeComplete = false;
   private meta: ReplicaMeta | undefined;
   private changes: FileChange[] = [];
@@ -179,6 +213,7 @@ export class Receiver implements ReceiverApi {
       space: await spaceOf(this.replica).catch(() => undefined),
     };
     if (state.space === undefined) delete state.space;
+    if (!meta && this.replica.snapshots().length > 0) return this.beginRebase(b, state);
     if (b.mode === 'verify') {
       const snap = this.replica.snapshots().find((s) => s.sourceTime === b.snapshot.sourceTime);
       if (!snap || !meta) throw new ReplfsError('notFound', `the replica has no snapshot of the source's ${b.snapshot.name} (${b.snapshot.sourceTime})`, 'sync it first');
@@ -203,6 +238,78 @@ export class Receiver implements ReceiverApi {
     }
     state.complete = this.mustBeComplete = !!meta?.divergent;
     return state;
+  }
+
+  /**
+   * This volume is not a replica but has snapshots: only the volume promoted from its
+   * replica may sync into it, from the newest snapshot both hold.
+   */
+  private beginRebase(b: Begin, state: ReceiverState): ReceiverState {
+    const mine = this.replica.config.volumeId;
+    if (!b.lineage || b.lineage.from !== mine) {
+      throw new ReplfsError('refused', `${this.replica.root} is a protected directory, not a replica: a sync would overwrite its files`,
+        b.lineage ? `the sender was promoted from a replica of another volume (${b.lineage.from}); sync into a new or empty directory` : 'sync into a new or empty directory');
+    }
+    checkLineage(b.lineage);
+    if (b.mode !== 'sync') throw new ReplfsError('refused', `a ${b.mode} cannot take the place of a failback: ${this.replica.root} becomes a replica only by a sync`, 'run the sync itself');
+    // Matched by source time: a replica's snapshot carries its source's, though its name may
+    // differ (two snapshots in one second on one side). The tree is checked in rebase().
+    const theirs = new Map(b.lineage.snapshots.map((x) => [x.sourceTime, x.name]));
+    const common = [...this.replica.snapshots()].reverse().find((x) => theirs.has(x.sourceTime));
+    if (!common) {
+      throw new ReplfsError('refused', `${this.replica.root} and the sender (promoted from its replica) hold no snapshot in common: taking this sync would mean copying everything, which replfs never does unasked`,
+        'sync into a new or empty directory, or move this one aside first');
+    }
+    this.rebaseBase = { mine: common.name, theirs: theirs.get(common.sourceTime)!, sourceTime: common.sourceTime };
+    return { ...state, base: { name: this.rebaseBase.theirs, sourceTime: common.sourceTime }, rebase: true };
+  }
+
+  async rebase(nodes: ListingNode[]): Promise<RebaseResult> {
+    const b = this.need();
+    if (this.rebaseBase === null) throw new ReplfsError('refused', 'a rebase the receiver did not offer');
+    const { mine: baseName, theirs: theirName, sourceTime } = this.rebaseBase;
+    // The sender's tree must be this volume's tree at the base, path for path and type for type.
+    const theirs = listingPaths(nodes);
+    const ours = await this.treeOf(baseName);
+    for (const [p, t] of theirs) {
+      if (ours.get(p) !== t) throw new ReplfsError('refused', `the sender's ${baseName} is not this volume's: ${p || '/'} ${ours.has(p) ? `is a ${ours.get(p)} here` : 'is missing here'}`, 'sync into a new or empty directory');
+    }
+    for (const p of ours.keys()) if (!theirs.has(p)) throw new ReplfsError('refused', `the sender's ${baseName} is not this volume's: it lacks ${p}`, 'sync into a new or empty directory');
+    // The snapshot this sync ends with gets the sender's name: held now, so that the one
+    // keeping this volume's own changes cannot take it.
+    this.heldName = this.replica.reserveSnapshotName(new Date(b.snapshot.sourceTime), b.snapshot.name);
+    // Whatever changed here since the base is undone; what no snapshot holds yet is kept in one first.
+    let kept: string | null = null;
+    const newest = this.replica.snapshots().at(-1)!;
+    if ((await this.replica.diff(newest.name, 'live')).files.length > 0) {
+      kept = (await this.replica.snapshot({ label: 'kept before a failback', consistency: 'crash' })).name;
+    }
+    const reverted = await revertTo(this.replica, baseName);
+    await this.replica.syncData();
+    const origin: Array<[FileId, OriginNode]> = nodes.map(([fid, t, n]) => [fid, { t, n: n.map(([p, name]) => [p, name] as [FileId, string]) }]);
+    this.meta = { sourceVolumeId: b.sourceVolumeId, base: { name: theirName, sourceTime }, pending: null };
+    await this.replica.becomeReplica(this.meta, origin);
+    this.rebaseBase = null;
+    return { kept, reverted: { files: reverted.files, bytesCopied: reverted.bytesCopied } };
+  }
+
+  /** Every path of one of this volume's snapshots, with its type tag. */
+  private async treeOf(name: string): Promise<Map<string, string>> {
+    const view = this.replica.view(name);
+    const out = new Map<string, string>([['', TypeTag.dir]]);
+    let level: Array<[FileId, string]> = [[ROOT_FID, '']];
+    while (level.length > 0) {
+      const next: Array<[FileId, string]> = [];
+      for (const [fid, dir] of level) {
+        for (const c of await view.childrenOf(fid)) {
+          const p = join(dir, c.name);
+          out.set(p, c.t);
+          if (c.t === TypeTag.dir) next.push([c.fid, p]);
+        }
+      }
+      level = next;
+    }
+    return out;
   }
 
   async files(changes: FileChange[], complete: boolean): Promise<FilesResult> {
@@ -325,8 +432,23 @@ export class Receiver implements ReceiverApi {
 
   async finish(opts: FinishOptions = {}): Promise<FinishResult> {
     const b = this.need();
+    const held = this.heldName;
+    this.heldName = null;
+    try {
+      return await this.confirm(b, held, opts);
+    } catch (err) {
+      if (held !== null) this.replica.releaseSnapshotName(held);
+      throw err;
+    }
+  }
+
+  /** The end of a sync: attributes, durability, the replica snapshot and what follows it. */
+  private async confirm(b: Begin, held: string | null, opts: FinishOptions): Promise<FinishResult> {
     await this.abort();
-    if (b.mode !== 'sync') return { replicaSnapshot: null };
+    if (b.mode !== 'sync') {
+      if (held !== null) this.replica.releaseSnapshotName(held);
+      return { replicaSnapshot: null };
+    }
     // New files no block was sent for (empty, or all zeros).
     await mapLimit([...this.deferred.keys()], CONCURRENCY, async (fid) => this.replica.release(await this.makeDeferred(fid)));
     // Sizes and attributes: files first, then directories deepest first (their times last).
@@ -341,7 +463,7 @@ export class Receiver implements ReceiverApi {
     await this.replica.syncData();
     const meta: ReplicaMeta = { sourceVolumeId: b.sourceVolumeId, base: { name: b.snapshot.name, sourceTime: b.snapshot.sourceTime }, pending: null };
     const rec = await this.replica.snapshot({
-      name: this.replica.reserveSnapshotName(new Date(b.snapshot.sourceTime), b.snapshot.name),
+      name: held ?? this.replica.reserveSnapshotName(new Date(b.snapshot.sourceTime), b.snapshot.name),
       sourceTime: b.snapshot.sourceTime, label: b.snapshot.label, consistency: b.snapshot.consistency,
       extraOps: [this.replica.replicaMetaOp(meta), ...(await this.replica.planLogDeletes())],
     });
@@ -356,6 +478,7 @@ export class Receiver implements ReceiverApi {
   }
 
   async abort(reason?: unknown): Promise<void> {
+    if (this.heldName !== null) { this.replica.releaseSnapshotName(this.heldName); this.heldName = null; }
     const open = [...this.openFiles.values()];
     this.openFiles.clear();
     for (const file of open) {
@@ -826,4 +949,46 @@ function checkChange(c: FileChange, withPaths: boolean): void {
   if (withPaths && c.node !== null) {
     if (!Array.isArray(c.paths) || !c.paths.every((p) => typeof p === 'string' && !p.includes('\0') && !p.split('/').some((x) => x === '..' || x === '.'))) throw bad('malformed paths');
   }
+}
+
+function checkLineage(l: NonNullable<Begin['lineage']>): void {
+  const bad = (why: string) => new ReplfsError('refused', `a malformed begin from the sender: ${why}`);
+  if (typeof l !== 'object' || l === null || typeof l.from !== 'string' || !Array.isArray(l.snapshots)) throw bad('a malformed lineage');
+  for (const x of l.snapshots) {
+    if (typeof x !== 'object' || x === null || typeof x.name !== 'string' || typeof x.sourceTime !== 'string') throw bad('a malformed lineage snapshot');
+  }
+}
+
+/** The paths of a listing (names resolved through parents), with type tags; malformed ones refused. */
+function listingPaths(nodes: ListingNode[]): Map<string, string> {
+  const bad = (why: string) => new ReplfsError('refused', `a malformed base listing from the sender: ${why}`);
+  const byFid = new Map<FileId, ListingNode>();
+  for (const n of nodes) {
+    if (!Array.isArray(n) || n.length !== 3 || !isId(n[0]) || typeof n[1] !== 'string' || !Array.isArray(n[2])) throw bad('a malformed node');
+    for (const r of n[2]) if (!Array.isArray(r) || r.length !== 2 || !isId(r[0]) || typeof r[1] !== 'string' || r[1] === '' || r[1].includes('/') || r[1] === '.' || r[1] === '..') throw bad('a malformed name');
+    if (byFid.has(n[0])) throw bad(`file ${n[0]} is listed twice`);
+    byFid.set(n[0], n);
+  }
+  const root = byFid.get(ROOT_FID);
+  if (!root || root[2].length !== 0) throw bad('no root');
+  const dirPath = new Map<FileId, string>([[ROOT_FID, '']]);
+  const resolve = (fid: FileId, depth = 0): string => {
+    const known = dirPath.get(fid);
+    if (known !== undefined) return known;
+    const n = byFid.get(fid);
+    if (!n || n[1] !== TypeTag.dir || n[2].length !== 1 || depth > 4096) throw bad(`directory ${fid} cannot be placed`);
+    const [parent, name] = n[2][0]!;
+    const p = join(resolve(parent, depth + 1), name);
+    dirPath.set(fid, p);
+    return p;
+  };
+  const out = new Map<string, string>([['', TypeTag.dir]]);
+  for (const [fid, t, names] of nodes) {
+    for (const [parent, name] of names) {
+      const p = join(resolve(parent), name);
+      if (out.has(p) && fid !== ROOT_FID) throw bad(`two files at ${p}`);
+      out.set(p, t);
+    }
+  }
+  return out;
 }

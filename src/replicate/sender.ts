@@ -2,14 +2,15 @@
 // change set since that base, and for each changed range sends block hashes first and then
 // only the blocks the receiver lacks. Ranges are worked on many at a time (reading,
 // hashing, and waiting for the receiver's answers overlap), in file order.
-import type { FileId, KeepPolicy } from '../core/types.js';
+import { ROOT_FID, type FileId, type KeepPolicy } from '../core/types.js';
 import { ReplfsError } from '../errors/index.js';
 import type { SnapshotRecord, Volume } from '../volume/index.js';
 import { readFull } from '../volume/io.js';
 import type { SnapshotView, ViewHandle } from '../volume/view.js';
 import { changeSet, type FileChange } from './changes.js';
 import type { HashPool } from './hasher.js';
-import type { Difference, FinishResult, ReceiverApi, ReceiverState, Space, SyncMode } from './receiver.js';
+import type { Difference, FinishResult, ListingNode, ReceiverApi, ReceiverState, Space, SyncMode } from './receiver.js';
+import type { NameRef } from './plan.js';
 
 /** Bytes hashed and compared per request. */
 const CHUNK = 1024 * 1024;
@@ -76,6 +77,11 @@ export interface SyncSummary {
   space?: Space;
   /** What the destination's retention removed, or why it could not. */
   pruned?: FinishResult['pruned'];
+  /**
+   * A failback: the destination was the volume this one was promoted from; it kept its own
+   * changes since `base` in snapshot `kept` (if any), undid them, and became a replica.
+   */
+  rebased?: { base: string; kept: string | null; reverted: { files: number; bytesCopied: number } };
 }
 
 export interface VerifySummary {
@@ -130,6 +136,26 @@ export async function verify(source: Volume, receiver: ReceiverApi, opts: Omit<S
   };
 }
 
+/** Every file of snapshot `name`: id, type tag and names (a failback's base, for the receiver). */
+async function baseListing(volume: Volume, name: string): Promise<ListingNode[]> {
+  const view = volume.view(name);
+  const names = new Map<FileId, { t: string; n: NameRef[] }>([[ROOT_FID, { t: 'd', n: [] }]]);
+  let level: FileId[] = [ROOT_FID];
+  while (level.length > 0) {
+    const next: FileId[] = [];
+    for (const dir of level) {
+      for (const c of await view.childrenOf(dir)) {
+        const known = names.get(c.fid);
+        if (known) { known.n.push([dir, c.name]); continue; }
+        names.set(c.fid, { t: c.t, n: [[dir, c.name]] });
+        if (c.t === 'd') next.push(c.fid);
+      }
+    }
+    level = next;
+  }
+  return [...names].map(([fid, x]) => [fid, x.t, x.n]);
+}
+
 function pick(source: Volume, name: string | undefined): SnapshotRecord {
   const target = name ? source.snapshotNamed(name) : source.snapshots().at(-1);
   if (!target) throw new ReplfsError('refused', 'the source has no snapshot to send', 'take one with `replfs snapshot`');
@@ -164,7 +190,11 @@ async function run(source: Volume, receiver: ReceiverApi, opts: SendOptions): Pr
   const began = Date.now();
   const mode = opts.mode ?? 'sync';
   const target = pick(source, opts.snapshot);
-  const state = await receiver.begin(beginOf(source, target, mode, opts.force === true));
+  // A volume promoted from a replica says so: sent back to the volume it replicated (a
+  // failback), the sync starts from the newest snapshot both hold.
+  const promoted = await source.promoted();
+  const lineage = promoted ? { from: promoted.from, snapshots: source.snapshots().map((x) => ({ name: x.name, sourceTime: x.sourceTime })) } : undefined;
+  const state = await receiver.begin({ ...beginOf(source, target, mode, opts.force === true), ...(lineage ? { lineage } : {}) });
   const base = state.base;
   const summary: SyncSummary = {
     snapshot: target.name, sourceTime: target.sourceTime, replicaSnapshot: null, base: base?.name ?? null, replicaId: state.replicaId,
@@ -178,12 +208,19 @@ async function run(source: Volume, receiver: ReceiverApi, opts: SendOptions): Pr
     return { summary };
   };
   if (base && !state.complete) {
-    if (base.name === target.name && !state.resume) return finish();
+    if (base.name === target.name && !state.resume && !state.rebase) return finish();
     if (Date.parse(base.sourceTime) >= Date.parse(target.sourceTime)) {
       throw new ReplfsError('refused', `${target.name} is not newer than ${base.name}, which the destination already has`);
     }
   }
   opts.onProgress?.({ phase: 'plan', filesTotal: 0, filesDone: 0, bytesTotal: 0, bytesDone: 0, bytesSent: 0 });
+  if (state.rebase) {
+    if (!base || !source.snapshots().some((x) => x.name === base.name)) throw new ReplfsError('refused', 'the destination offered a base this volume does not hold');
+    const r = await receiver.rebase(await baseListing(source, base.name));
+    summary.rebased = { base: base.name, kept: r.kept, reverted: r.reverted };
+    // The destination now holds the snapshot being sent: nothing more to do.
+    if (base.name === target.name) return finish();
+  }
   // Every file when the destination has no base, asks for all, or its base is gone here;
   // else the journal's change set since the base, with what an interrupted sync touched.
   const baseHere = base !== null && source.snapshots().some((s) => s.name === base.name);

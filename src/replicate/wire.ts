@@ -10,7 +10,7 @@ import { ReplfsError, hasCode, messageOf, type ExitCodeName } from '../errors/in
 import type { FileChange } from './changes.js';
 import { Connection, ConnectionError, accept } from './connection.js';
 import { ProtocolError, decodeJson, encodeFrame, frameHead, type Frame, type FrameTypeName } from './frames.js';
-import type { Begin, FilesResult, FinishOptions, FinishResult, ReceiverApi, ReceiverState, Space } from './receiver.js';
+import type { Begin, FilesResult, FinishOptions, FinishResult, ListingNode, RebaseResult, ReceiverApi, ReceiverState, Space } from './receiver.js';
 
 /** Most hashes in one `hashes` frame (a 1 MiB range of 4 KiB blocks). */
 export const MAX_HASHES = 256;
@@ -19,6 +19,10 @@ const RECEIVER_WINDOW = 64;
 /** A sender silent this long is gone (a change set of millions of files takes minutes to make). */
 export const SENDER_IDLE_MS = 30 * 60_000;
 const HASHES_HEAD = 32;
+/** Files per origin frame of a failback's base listing. */
+const LISTING_CHUNK = 2000;
+/** The most files a base listing may hold (memory on the receiver). */
+const MAX_LISTING = 50_000_000;
 
 const deflate = promisify(zlib.deflateRaw);
 const inflate = promisify(zlib.inflateRaw);
@@ -68,6 +72,21 @@ export class RemoteReceiver implements ReceiverApi {
       replicaId: state.replicaId, base: state.base ?? null, resume: state.resume ?? null, complete: state.complete === true,
       ...(typeof state.snapshot === 'string' ? { snapshot: state.snapshot } : {}),
       ...(isSpace(state.space) ? { space: state.space } : {}),
+      ...(state.rebase === true ? { rebase: true } : {}),
+    };
+  }
+
+  async rebase(nodes: ListingNode[]): Promise<RebaseResult> {
+    try {
+      for (let i = 0; i < nodes.length; i += LISTING_CHUNK) await this.conn.sendJson('origin', { nodes: nodes.slice(i, i + LISTING_CHUNK) });
+      await this.conn.sendJson('originEnd', { count: nodes.length });
+    } catch (err) {
+      return this.why(err);
+    }
+    const r = decodeJson(await this.expect('rebased')) as Partial<RebaseResult>;
+    return {
+      kept: typeof r.kept === 'string' ? r.kept : null,
+      reverted: { files: Number(r.reverted?.files ?? 0), bytesCopied: Number(r.reverted?.bytesCopied ?? 0) },
     };
   }
 
@@ -266,6 +285,8 @@ export async function serveReceiver(
 ): Promise<{ replicaSnapshot: string | null }> {
   const { target } = await accept(conn, opts);
   let receiver: ReceiverApi | null = null;
+  /** A failback's base listing, while it arrives. */
+  let listing: ListingNode[] | null = null;
   const files: FileChange[] = [];
   let filesDone = false;
   // Compare and write requests under way, and the first of them to fail.
@@ -296,7 +317,25 @@ export async function serveReceiver(
           if (receiver) throw new ProtocolError('unknown-type', 'a second begin');
           const begin = decodeJson(frame) as Begin;
           receiver = await makeReceiver(target, begin);
-          await conn.sendJson('state', await receiver.begin(begin));
+          const state = await receiver.begin(begin);
+          if (state.rebase) listing = [];
+          await conn.sendJson('state', state);
+          break;
+        }
+        case 'origin': {
+          if (!receiver || listing === null) throw new ProtocolError('unknown-type', 'an origin frame without a rebase');
+          const body = decodeJson(frame) as { nodes?: unknown };
+          if (!Array.isArray(body.nodes)) throw new ProtocolError('bad-json', 'an origin frame without nodes');
+          for (const n of body.nodes) listing.push(n as ListingNode);
+          if (listing.length > MAX_LISTING) throw new ProtocolError('bad-json', `a base listing of more than ${MAX_LISTING} files`);
+          break;
+        }
+        case 'originEnd': {
+          if (!receiver || listing === null) throw new ProtocolError('unknown-type', 'an originEnd frame without a rebase');
+          const end = decodeJson(frame) as { count?: unknown };
+          if (end.count !== listing.length) throw new ProtocolError('bad-json', `originEnd counts ${String(end.count)} files, ${listing.length} came`);
+          await conn.sendJson('rebased', await receiver.rebase(listing));
+          listing = null;
           break;
         }
         case 'file':

@@ -82,6 +82,8 @@ export const MetaKey = {
   replica: 'replica',
   /** JournalHealthRecord: epochs whose journal lost its block detail or was found damaged. */
   journalHealth: 'journalHealth',
+  /** PromotedRecord: this volume was a replica, promoted (replfs promote). */
+  promoted: 'promoted',
   /** The operations record of the policy layer (schedules, sync outcomes, alerts): opaque JSON to the engine. */
   operations: 'operations',
 } as const;
@@ -105,6 +107,15 @@ export interface JournalHealthRecord {
   overflowed: Array<{ epoch: number; at: string }>;
   /** Records of these epochs were found damaged or contradictory. */
   inconsistent: Array<{ epoch: number; at: string; detail: string }>;
+}
+
+/** meta `promoted`: a volume that was a replica, made writable by `replfs promote`. */
+export interface PromotedRecord {
+  /** The volume it was a replica of. */
+  from: string;
+  /** The snapshot its live files were at promotion (the source's name and time). */
+  base: { name: string; sourceTime: string };
+  at: string;
 }
 
 /** origin/<source fid> (replicas): the source file's type tag and names, in source ids. */

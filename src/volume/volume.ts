@@ -15,7 +15,7 @@ import { FsError, ReplfsError, hasCode, messageOf } from '../errors/index.js';
 import {
   CONFIG_FILE, DB_DIR, DEFAULT_JOURNAL_MAX_BYTES, FORMAT_VERSION, UPGRADABLE_FORMATS, MetaKey, STATE_DIR, Sublevel, blocksPerRegion, fileKey,
   DEFAULT_BLOCK_SIZE, MIN_BLOCK_SIZE, MAX_BLOCK_SIZE, FARM_DIR, SNAPSHOT_DIR, TypeTag, hex, unhex, snapshotKey,
-  type DestinationRecord, type JournalHealthRecord, type FileRecord, type HeaderValue, type NameRef, type OriginNode, type ReplicaMeta, type Divergence, type SessionValue, type VolumeConfig, type PreservedAttr, type PreservedEntry, type SnapshotRecord,
+  type DestinationRecord, type JournalHealthRecord, type PromotedRecord, type FileRecord, type HeaderValue, type NameRef, type OriginNode, type ReplicaMeta, type Divergence, type SessionValue, type VolumeConfig, type PreservedAttr, type PreservedEntry, type SnapshotRecord,
 } from './format.js';
 import { Backing, baseName, parentOf, relPath } from './backing.js';
 import { FileTable } from './files.js';
@@ -1242,6 +1242,41 @@ export class Volume {
 
   async setReplicaMeta(meta: ReplicaMeta): Promise<void> {
     await this.store.write([this.replicaMetaOp(meta)], true);
+  }
+
+  /** The record of a volume promoted from a replica, if this is one. */
+  async promoted(): Promise<PromotedRecord | undefined> {
+    return this.store.getJson<PromotedRecord>(Sublevel.meta, MetaKey.promoted);
+  }
+
+  /**
+   * A replica becomes an ordinary volume (replfs promote): its replica record, the source's
+   * names and any plan log go, and `promoted` says where it came from. One batch at the end,
+   * so that a stop half way leaves a replica.
+   */
+  async becomeVolume(promoted: PromotedRecord): Promise<void> {
+    const ops: Op[] = [];
+    for await (const [key] of this.store.entries(Sublevel.origin)) ops.push({ type: 'del', sub: Sublevel.origin, key });
+    ops.push(...(await this.planLogDeletes()));
+    ops.push({ type: 'del', sub: Sublevel.meta, key: MetaKey.replica }, putJson(Sublevel.meta, MetaKey.promoted, promoted));
+    // The deletions first (a replica keeps working without them), the record last.
+    await writeChunked(this.store, ops.slice(0, -2), false);
+    await this.store.write(ops.slice(-2), true);
+  }
+
+  /**
+   * An ordinary volume becomes a replica of another, whose names for its files are
+   * `origin` (a failback: the volume that replaced this one syncs back to it). The names
+   * are written first; the replica record, which makes it a replica, last, with the
+   * destinations this volume synced to (a replica sends nothing) and any promoted record.
+   */
+  async becomeReplica(meta: ReplicaMeta, origin: Array<[FileId, OriginNode]>): Promise<void> {
+    const old: Op[] = [];
+    for await (const [key] of this.store.entries(Sublevel.origin)) old.push({ type: 'del', sub: Sublevel.origin, key });
+    await writeChunked(this.store, [...old, ...origin.map(([fid, node]) => putJson(Sublevel.origin, hex(fid), node))], false);
+    const last: Op[] = [{ type: 'del', sub: Sublevel.meta, key: MetaKey.promoted }, this.replicaMetaOp(meta)];
+    for await (const [key] of this.store.entries(Sublevel.meta, { gte: 'dest!', lt: 'dest"' })) last.push({ type: 'del', sub: Sublevel.meta, key });
+    await this.store.write(last, true);
   }
 
   /** The source's nodes as last applied, for the given source file ids. */

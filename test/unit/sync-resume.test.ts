@@ -69,6 +69,7 @@ function failAfterWrites(limit: number): (r: ReceiverApi) => ReceiverApi {
       return r.write(...a);
     },
     finish: () => r.finish(),
+    rebase: (nodes) => r.rebase(nodes),
     abort: () => r.abort(),
   });
 }
