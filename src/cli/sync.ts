@@ -73,7 +73,7 @@ export const sync: Command = {
       console.log(`sent ${res.snapshot} to ${destination} (${how}${res.resumed ? ', resuming an interrupted sync' : ''}): ${res.filesChanged} files, `
         + `${formatBytes(res.bytesSent)} of blocks sent (${formatBytes(res.bytesOnWire)} on the wire), ${res.blocksSkipped} blocks already there, ${(res.durationMs / 1000).toFixed(1)} s`);
     }
-    if (res.rebased) {
+    if (res.rebased && !values.json) {
       const r = res.rebased;
       console.log(`${destination} is the volume ${source} was promoted from: it started from ${r.base}, the newest snapshot both held`
         + (r.kept ? `; its own changes since are kept in its snapshot ${r.kept} (${r.reverted.files} files undone)` : '')

@@ -25,8 +25,8 @@ export function tokenFile(s: Scratch, name = 'token', content = randomBytes(24).
 }
 
 /** `replfs serve <root> --listen 127.0.0.1:0 ...`, up and listening; killed in teardown whatever happens. */
-export async function startServer(t: ExecutionContext, root: string, args: string[], listen = '127.0.0.1:0'): Promise<Server> {
-  const child = spawn(process.execPath, [BIN, 'serve', root, '--listen', listen, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+export async function startServer(t: ExecutionContext, root: string, args: string[], listen = '127.0.0.1:0', env?: NodeJS.ProcessEnv): Promise<Server> {
+  const child = spawn(process.execPath, [BIN, 'serve', root, '--listen', listen, ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...(env ? { env } : {}) });
   t.teardown(async () => {
     if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
     await exited(child);
