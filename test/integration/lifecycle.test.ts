@@ -100,25 +100,39 @@ test('mount --foreground stays attached and Ctrl-C (SIGINT) unmounts', async (t)
   t.regex(out, /unmounted/);
 });
 
-test('the demo (npm start) creates, protects and mounts its directory, and Ctrl-C unmounts it', async (t) => {
+test('the demo (npm start) protects its directory, replicates it every few seconds to a read-only replica, prints each snapshot and sync, and Ctrl-C unmounts both', async (t) => {
   const s = scratch(t);
   const dir = path.join(s.dir, 'demo', 'live');
+  const replica = path.join(s.dir, 'demo', 'replica');
   t.teardown(() => forceUnmount(s, dir));
-  const child = spawn(process.execPath, [BIN, 'demo', '--dir', dir], { env: s.env, stdio: ['ignore', 'pipe', 'pipe'] });
+  t.teardown(() => forceUnmount(s, replica));
+  const child = spawn(process.execPath, [BIN, 'demo', '--dir', dir, '--every', '1s'], { env: s.env, stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
   child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
+  t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL'); });
   await waitFor(() => out.includes('Press Ctrl-C'), 60_000, 'the demo to be ready');
   t.true(await isMounted(dir));
   t.true(fs.existsSync(path.join(dir, 'README.txt')), 'sample files are there');
+  await waitFor(() => isMounted(replica), 30_000, 'the replica to be mounted');
+  t.regex(out, /^\d\d:\d\d:\d\d live {4}snapshot \S+ taken/m);
+  t.regex(out, /^\d\d:\d\d:\d\d live {4}synced \S+ to replica \(full\): \d+ files, [\d.]+ MiB sent, [\d.]+ MiB on the wire/m);
+  t.regex(out, /^\d\d:\d\d:\d\d replica mounted .* in place, read-only$/m);
   await fsp.appendFile(path.join(dir, 'README.txt'), 'edited\n');
-  await waitFor(() => /journal: 1 changed/.test(out), 10_000, 'the demo to report the change');
+  const readmeThere = () => { try { return fs.readFileSync(path.join(replica, 'README.txt'), 'utf8').endsWith('edited\n'); } catch { return false; } };
+  await waitFor(readmeThere, 20_000, 'the change to reach the replica');
+  t.regex(out, /synced \S+ to replica \(incremental\): 1 files, \d+ B sent/);
+  t.throws(() => fs.writeFileSync(path.join(replica, 'x'), 'x'), { code: 'EROFS' }, 'the replica is read-only');
+  t.true(fs.readdirSync(path.join(replica, '.snapshots')).length >= 2);
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
   child.kill('SIGINT');
   t.is(await exited, 0);
   t.false(await isMounted(dir));
+  t.false(await isMounted(replica));
   t.true(fs.existsSync(path.join(dir, '.replfs', 'config.json')), 'the demo directory stays protected');
+  t.true(fs.existsSync(path.join(replica, '.replfs', 'config.json')), 'and the replica stays a replica');
 });
+
 
 test('a second SIGTERM stops a daemon that waits for open files', async (t) => {
   const { dir, pid } = await mounted(t, 'twice');
