@@ -355,7 +355,30 @@ const find: Action = async (volume, args, ctx) => {
   return findVersions(volume, glob, { all: args.all === true, progress });
 };
 
+export interface ForgetResult {
+  destination: string;
+  /** The replicas forgotten (a URL synced to by more than one replica over time has several). */
+  replicas: Array<{ replicaId: string; base: string }>;
+}
+
+/** `replfs forget`: a destination given up for good no longer keeps its base on the source. */
+const forget: Action = async (volume, given, ctx) => {
+  const args = await namedDestination(volume, given, ctx);
+  const destination = str(args, 'destination') ?? '';
+  const records = (await volume.destinations()).filter((d) => d.destination === destination || d.replicaId === destination);
+  if (records.length === 0) {
+    const known = (await volume.destinations()).map((d) => d.destination);
+    throw new ReplfsError('notFound', `${volume.root} has synced to no destination ${JSON.stringify(destination)}`,
+      known.length ? `it knows: ${[...new Set(known)].join(', ')}` : 'it has synced to no destination at all');
+  }
+  for (const r of records) await volume.forgetDestination(r.replicaId);
+  const book = await OpsBook.for(volume);
+  await book.update((o) => { for (const r of records) delete o.destinations[r.destination]; });
+  return { destination, replicas: records.map((r) => ({ replicaId: r.replicaId, base: r.base })) } satisfies ForgetResult;
+};
+
 export const ACTIONS: Record<string, Action> = {
+  forget,
   diff,
   find,
   restore,
@@ -368,4 +391,4 @@ export const ACTIONS: Record<string, Action> = {
 };
 
 /** Whether an action changes the volume (run directly, it needs the volume open for writing). */
-export const WRITES = new Set(['snapshot', 'snapshot-delete', 'prune', 'restore', 'sync']);
+export const WRITES = new Set(['snapshot', 'snapshot-delete', 'prune', 'restore', 'sync', 'forget']);

@@ -14,8 +14,9 @@ import { restore } from './restore.js';
 import { prune } from './prune.js';
 import { sync } from './sync.js';
 import { verify } from './verify.js';
+import { forget } from './forget.js';
 import { serve } from './serve.js';
 import { promote } from './promote.js';
 import { demo } from './demo.js';
 
-export const COMMANDS: Command[] = [init, mount, unmount, status, config, journal, snapshot, snapshots, diff, find, exportCommand, restore, prune, sync, verify, serve, promote, demo];
+export const COMMANDS: Command[] = [init, mount, unmount, status, config, journal, snapshot, snapshots, diff, find, exportCommand, restore, prune, sync, verify, forget, serve, promote, demo];

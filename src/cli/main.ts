@@ -23,6 +23,7 @@ const LOADERS: Array<[string, () => Promise<Command>]> = [
   ['prune', async () => (await import('./prune.js')).prune],
   ['sync', async () => (await import('./sync.js')).sync],
   ['verify', async () => (await import('./verify.js')).verify],
+  ['forget', async () => (await import('./forget.js')).forget],
   ['serve', async () => (await import('./serve.js')).serve],
   ['promote', async () => (await import('./promote.js')).promote],
   ['demo', async () => (await import('./demo.js')).demo],

@@ -1222,6 +1222,11 @@ export class Volume {
     await this.store.write([putJson(Sublevel.meta, `dest!${replicaId}`, rec)], true);
   }
 
+  /** Forgets the record of the replica `replicaId`: its base is no longer kept for it. */
+  async forgetDestination(replicaId: string): Promise<void> {
+    await this.store.write([{ type: 'del', sub: Sublevel.meta, key: `dest!${replicaId}` }], true);
+  }
+
   async destinations(): Promise<Array<DestinationRecord & { replicaId: string }>> {
     const out: Array<DestinationRecord & { replicaId: string }> = [];
     for await (const [key, value] of this.store.entries(Sublevel.meta, { gte: 'dest!', lt: 'dest"' })) {

@@ -354,3 +354,24 @@ ops('the journal found inconsistent (a damaged record): CRITICAL, the next sync 
   ok(t, await replfs(s, ['unmount', dir]), 'unmount');
   ok(t, await replfs(s, ['verify', dir, rep]), 'verify');
 });
+
+ops('forget: a destination given up for good stops keeping its base, and status stops showing it', async (t) => {
+  const s = scratch(t);
+  const rep = path.join(s.dir, 'rep');
+  const dir = await volumeWith(t, s, {});
+  const first = await replfs(s, ['sync', dir, rep, '--json']);
+  ok(t, first, 'sync');
+  const base = (JSON.parse(first.stdout) as SyncSummary).snapshot;
+  ok(t, await replfs(s, ['snapshot', dir]), 'a newer snapshot');
+  const kept = await replfs(s, ['prune', dir, '--keep-last', '1']);
+  ok(t, kept, 'prune');
+  t.regex(kept.stdout, new RegExp(`keep +${base} +\\(base of ${rep.replace(/[/.]/g, '\\$&')}\\)`), 'pinned while the destination is known');
+  fails(t, await replfs(s, ['forget', dir, path.join(s.dir, 'elsewhere')]), 'notFound', /has synced to no destination .*elsewhere.*\n.*it knows: .*rep/, 'an unknown destination');
+  const f = await replfs(s, ['forget', dir, rep]);
+  ok(t, f, 'forget');
+  t.regex(f.stdout, new RegExp(`^forgot ${rep.replace(/[/.]/g, '\\$&')} \\(replica [0-9a-f-]+\\); its base ${base} is no longer kept for it$`, 'm'));
+  const pruned = await replfs(s, ['prune', dir, '--keep-last', '1']);
+  ok(t, pruned, 'prune again');
+  t.regex(pruned.stdout, new RegExp(`delete +${base}`));
+  t.deepEqual((await status(t, s, dir)).operations!.destinations, [], 'no longer shown');
+});
