@@ -65,13 +65,15 @@ export class Catalog {
 
   /**
    * Reserves a fresh name for a snapshot of time `at`: `preferred` if it is a snapshot name
-   * for that second and free (a replica takes its source snapshot's name), else the first
-   * free one.
+   * of that second or an earlier one, and free (a replica takes its source snapshot's name:
+   * a quiesced snapshot is named when it is asked for and cut after its pre-hook, maybe
+   * seconds later), else the first free one of `at`'s second.
    */
   reserve(at: Date, preferred?: string): string {
     const taken = (n: string) => this.byName.has(n) || this.reserved.has(n) || n === LATEST;
     const m = preferred === undefined ? null : SNAPSHOT_NAME.exec(preferred);
-    const name = m && m[1] === baseName(at) && !taken(preferred!) ? preferred! : snapshotName(at, taken);
+    // Names compare as the times they spell: YYYY-MM-DDTHH-MM-SSZ, fixed width.
+    const name = m && m[1]! <= baseName(at) && !taken(preferred!) ? preferred! : snapshotName(at, taken);
     this.reserved.add(name);
     return name;
   }

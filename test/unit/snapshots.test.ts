@@ -81,8 +81,12 @@ test('snapshot names: UTC seconds without colons, -1 and -2 on collision', (t) =
   t.is(c.reserve(at), '2026-11-25T11-05-18Z-1', 'a reserved name is not handed out twice');
   t.is(c.reserve(at, '2026-11-25T11-05-18Z-7'), '2026-11-25T11-05-18Z-7', 'a free name of that second can be asked for');
   t.is(c.reserve(at, '2026-11-25T11-05-18Z-7'), '2026-11-25T11-05-18Z-2', 'but not twice');
-  t.is(c.reserve(at, '2026-11-25T11-05-19Z'), '2026-11-25T11-05-18Z-3', 'nor a name of another second');
+  t.is(c.reserve(at, '2026-11-25T11-05-19Z'), '2026-11-25T11-05-18Z-3', 'nor a name of a later second');
   t.is(c.reserve(at, 'latest'), '2026-11-25T11-05-18Z-4', 'nor something that is not a snapshot name');
+  // A quiesced snapshot is named when asked for, and cut once its pre-hook is done: its
+  // replica, dated with the cut, still takes its name.
+  t.is(c.reserve(at, '2026-11-25T11-05-16Z'), '2026-11-25T11-05-16Z', 'a free name of an earlier second can be asked for');
+  t.is(c.reserve(at, '2026-11-25T11-05-16Z'), '2026-11-25T11-05-18Z-5', 'but not twice');
 });
 
 test('every kind of change leaves earlier snapshots exactly as they were', async (t) => {
