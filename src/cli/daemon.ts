@@ -16,6 +16,7 @@ import { VERSION } from './version.js';
 import { ACTIONS } from './actions.js';
 import { receiveInto } from './receive.js';
 import { Operator } from './operator.js';
+import { setHookUmask } from '../policy/hooks.js';
 import path from 'node:path';
 
 export interface DaemonOptions {
@@ -53,7 +54,8 @@ export class Daemon {
   private constructor(readonly opts: DaemonOptions, readonly volume: Volume, readonly report: OpenReport, private readonly rootFd: number) {}
 
   static async start(opts: DaemonOptions): Promise<Daemon> {
-    process.umask(0);
+    // Hooks get back the mask the daemon was started with.
+    setHookUmask(process.umask(0));
     // Opened before mounting: after an in-place mount this is the only way to the files.
     const rootFd = fs.openSync(opts.root, fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
     let volume: Volume | undefined;
@@ -226,9 +228,13 @@ export class Daemon {
         throw new ReplfsError('busy', `${mnt} is busy: a sync into this replica is being applied`,
           `unmount when it is done, or detach now and finish after it: replfs unmount --lazy ${mnt}`);
       }
-      let result = await unmountPath(mnt, false);
+      // Scheduled work first: a hook under way holds files in the mount, and none may start
+      // in the directory underneath once the mount is gone.
+      await this.operator?.pause();
+      let result = await unmountPath(mnt, false).catch((err: unknown) => { this.operator?.resume(); throw err; });
       if (result === 'busy') {
         if (!lazy) {
+          this.operator?.resume();
           throw new ReplfsError('busy', `${mnt} is busy: files or directories in it are in use`,
             `close them (see: fuser -vm ${mnt}), or detach now and finish when they close: replfs unmount --lazy ${mnt}`);
         }

@@ -213,11 +213,35 @@ export class Operator {
   /** Starts the schedule and the watches (once the volume is mounted: hooks run in the mount). */
   async begin(): Promise<void> {
     await this.apply(this.loaded, true);
+    this.watch();
+    void this.checkAlerts();
+  }
+
+  private watch(): void {
     this.poll = setInterval(() => void this.reloadIfChanged(), CONFIG_POLL_MS);
     this.poll.unref();
     this.alertPoll = setInterval(() => void this.checkAlerts(), ALERT_POLL_MS);
     this.alertPoll.unref();
-    void this.checkAlerts();
+  }
+
+  /**
+   * Before an unmount: no job starts, a running sync is cut (the next one resumes it), and
+   * a snapshot under way (its hooks run in the mount) is waited for.
+   */
+  async pause(): Promise<void> {
+    this.stopped = true;
+    if (this.poll) clearInterval(this.poll);
+    if (this.alertPoll) clearInterval(this.alertPoll);
+    if (this.alertSoon) clearTimeout(this.alertSoon);
+    await this.scheduler.stop();
+    await this.evaluating;
+  }
+
+  /** The unmount was refused: everything goes on. */
+  resume(): void {
+    this.stopped = false;
+    this.scheduler.resume();
+    this.watch();
   }
 
   policy(): Policy {
@@ -435,12 +459,7 @@ export class Operator {
   }
 
   async stop(): Promise<void> {
-    this.stopped = true;
-    if (this.poll) clearInterval(this.poll);
-    if (this.alertPoll) clearInterval(this.alertPoll);
-    if (this.alertSoon) clearTimeout(this.alertSoon);
-    await this.scheduler.stop();
-    await this.evaluating;
+    await this.pause();
     await this.hooks;
   }
 }

@@ -79,6 +79,18 @@ export interface HookOutcome {
 }
 
 const STDERR_TAIL = 2000;
+
+/**
+ * The file mode mask hooks run with. A mount daemon works with umask 0 (files it makes
+ * for callers take their modes as asked); hooks get the mask it was started with instead,
+ * as any program the user runs would.
+ */
+let hookUmask: number | null = null;
+
+/** The first call wins: a second daemon in the process (the demo's replica) finds umask 0 already. */
+export function setHookUmask(mask: number): void {
+  hookUmask ??= mask & 0o777;
+}
 const KILL_GRACE_MS = 2000;
 
 /**
@@ -95,7 +107,8 @@ export function runHook(command: string, env: Record<string, string>, timeoutMs:
       // Started in / and moved to `cwd` by the shell: until the child has exec'd, spawn
       // holds the event loop, and a child entering a mount served by this very process
       // would wait for it forever. The shell's cd happens once the loop is free again.
-      child = spawn('/bin/sh', ['-c', 'cd -- "$0" && eval "$1"', cwd, command],
+      const umask = hookUmask === null ? '' : `umask ${hookUmask.toString(8).padStart(3, '0')} && `;
+      child = spawn('/bin/sh', ['-c', `${umask}cd -- "$0" && eval "$1"`, cwd, command],
         { cwd: '/', env: { ...process.env, ...env }, detached: true, stdio: ['ignore', 'ignore', 'pipe'] });
     } catch (err) {
       resolve({ status: 'failed', exitCode: null, signal: null, ms: 0, stderr: String(err) });

@@ -141,6 +141,12 @@ export class Scheduler {
     return [...this.jobs.values()].map((j) => ({ id: j.def.id, ...j.rec, running: j.running !== null, nextRun: j.running ? null : this.dueAt(j) }));
   }
 
+  /** Starts jobs again after stop(), as their records say. */
+  resume(): void {
+    this.stopped = false;
+    this.wake();
+  }
+
   /** Stops starting jobs; aborts the running ones and waits for them to end. */
   async stop(): Promise<void> {
     this.stopped = true;

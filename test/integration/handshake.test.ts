@@ -5,6 +5,7 @@ import test from '../helpers/ava.js';
 import type { ExecutionContext } from 'ava';
 import { Connection, ConnectionError, accept, greet } from '../../src/replicate/connection.js';
 import { FrameType, MAX_FRAME, ProtocolError, encodeJson } from '../../src/replicate/frames.js';
+import { PROTOCOL_VERSIONS } from '../../src/replicate/handshake.js';
 
 const TOKEN = 'a-long-random-token-for-tests';
 
@@ -54,18 +55,29 @@ function errorCode(answer: Buffer): string {
   return (JSON.parse(answer.subarray(5, 4 + answer.readUInt32BE(0)).toString('utf8')) as { code: string }).code;
 }
 
-test('a sender with the token is welcomed with version 1', async (t) => {
+const NEWEST = PROTOCOL_VERSIONS[PROTOCOL_VERSIONS.length - 1]!;
+
+test('a sender with the token is welcomed with the newest version both speak', async (t) => {
+  t.is(NEWEST, 2);
   const r = await receiver(t, TOKEN);
   const conn = new Connection(await dial(r.port));
-  t.deepEqual(await greet(conn, 'test', TOKEN), { version: 1, software: 'test' });
+  t.deepEqual(await greet(conn, 'test', TOKEN), { version: NEWEST, software: 'test' });
   conn.close();
+  t.is(await r.outcomes[0], `welcome ${NEWEST}`);
+});
+
+test('a sender that speaks only version 1 is welcomed with version 1', async (t) => {
+  const r = await receiver(t);
+  const answer = await raw(r.port, encodeJson('hello', { protocol: 'replfs', versions: [1], software: 'old' }), false);
+  t.is(answer[4], FrameType.welcome);
+  t.is((JSON.parse(answer.subarray(5, 4 + answer.readUInt32BE(0)).toString('utf8')) as { version: number }).version, 1);
   t.is(await r.outcomes[0], 'welcome 1');
 });
 
 test('without a token required, no token is needed', async (t) => {
   const r = await receiver(t);
   const conn = new Connection(await dial(r.port));
-  t.is((await greet(conn, 'test')).version, 1);
+  t.is((await greet(conn, 'test')).version, NEWEST);
   conn.close();
 });
 
@@ -88,9 +100,9 @@ test('a wrong token and a missing token get the same answer, and nothing else', 
 
 test('a sender that speaks only a future version is refused with the versions named', async (t) => {
   const r = await receiver(t);
-  const answer = await raw(r.port, encodeJson('hello', { protocol: 'replfs', versions: [2, 3], software: 'future' }), false);
+  const answer = await raw(r.port, encodeJson('hello', { protocol: 'replfs', versions: [NEWEST + 1, NEWEST + 2], software: 'future' }), false);
   t.is(errorCode(answer), 'version');
-  t.regex(answer.toString('utf8'), /this side speaks 1, the peer 2, 3/);
+  t.true(answer.toString('utf8').includes(`this side speaks ${PROTOCOL_VERSIONS.join(', ')}, the peer ${NEWEST + 1}, ${NEWEST + 2}`));
   t.is(await r.outcomes[0], 'refused version');
 });
 

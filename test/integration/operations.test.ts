@@ -180,6 +180,8 @@ ops('with mount --config the policy file is watched: a broken edit is an alert a
   t.is(raised.severity, 'WARNING');
   t.is(raised.extra, 'ops', 'alerts.env reaches the hook');
   t.is(raised.volume, dir);
+  const umask = process.umask();
+  t.is(fs.statSync(path.join(s.dir, 'alerts.jsonl')).mode & 0o777, 0o666 & ~umask, 'hooks run with the umask the mount was started with, not the daemon\'s 0');
   fails(t, await replfs(s, ['config', dir, '--check']), 'usage', /never fires.*\(the mount goes on with the previous policy\)/, 'config --check');
   fs.writeFileSync(file, JSON.stringify(good));
   await waitFor(async () => (await status(t, s, dir)).operations!.configError === null, 10_000, 'the fix to be seen');
