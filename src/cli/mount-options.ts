@@ -40,7 +40,10 @@ export function parseMountOptions(list: string[], replica = false): MountOptions
     entryTimeout: replica ? REPLICA_ENTRY_TIMEOUT : DEFAULT_ENTRY_TIMEOUT,
   };
   for (const item of list.flatMap((s) => s.split(',')).filter(Boolean)) {
-    const [name, value] = item.split('=', 2) as [string, string | undefined];
+    // Split at the first '=' only: `snapdir=visible=x` is a bad value, not `visible`.
+    const eq = item.indexOf('=');
+    const name = eq < 0 ? item : item.slice(0, eq);
+    const value = eq < 0 ? undefined : item.slice(eq + 1);
     const kind = USER_OPTIONS[name];
     if (!kind) throw new ReplfsError('usage', `unknown mount option ${JSON.stringify(name)}`, `known options: ${Object.keys(USER_OPTIONS).join(', ')}`);
     if (kind === 'flag' && value !== undefined) throw new ReplfsError('usage', `mount option ${name} takes no value`);
