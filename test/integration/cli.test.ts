@@ -409,6 +409,8 @@ for (const [option, message] of [
   ['attr_timeout=x', 'mount option attr_timeout needs a number'],
   ['attr_timeout', 'mount option attr_timeout needs a number'],
   ['ro=1', 'mount option ro takes no value'],
+  ['attr_timeout=1=2', 'mount option attr_timeout needs a number, as in attr_timeout=1, got "1=2"'],
+  ['snapdir=visible=x', 'mount option snapdir is hidden or visible, got "visible=x"'],
 ] as const) {
   cli(`mount -o ${option}: exit 2, nothing changed`, async (t) => {
     const s = scratch(t);
