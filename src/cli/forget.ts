@@ -13,7 +13,8 @@ export const forget: Command = {
     'that will never sync again keeps that snapshot forever; forget it, and prune (or',
     'snapshot delete) can then remove it. The destination is named as sync was given it,',
     'by its name in the policy, or by its replica id (status --json shows them). A',
-    'destination forgotten and synced to again is synced from scratch (a full copy).',
+    'destination forgotten and synced to again starts from a snapshot both sides still',
+    'hold, or, with none left, from a compare of every file: only what it lacks is sent.',
   ].join('\n'),
   options: {
     json: { type: 'boolean', description: 'print what was forgotten as JSON' },

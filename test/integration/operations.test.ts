@@ -2,6 +2,7 @@
 // intervals, prunes on both sides, config changes without a remount, and every alert
 // condition produced for real (a server stopped, a disk nearly full, the journal overflowed
 // or damaged, a destination late).
+import crypto from 'node:crypto';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -361,6 +362,7 @@ ops('forget: a destination given up for good stops keeping its base, and status 
   const s = scratch(t);
   const rep = path.join(s.dir, 'rep');
   const dir = await volumeWith(t, s, {});
+  fs.writeFileSync(path.join(dir, 'big'), crypto.randomBytes(4 << 20));
   const first = await replfs(s, ['sync', dir, rep, '--json']);
   ok(t, first, 'sync');
   const base = (JSON.parse(first.stdout) as SyncSummary).snapshot;
@@ -376,4 +378,12 @@ ops('forget: a destination given up for good stops keeping its base, and status 
   ok(t, pruned, 'prune again');
   t.regex(pruned.stdout, new RegExp(`delete +${base}`));
   t.deepEqual((await status(t, s, dir)).operations!.destinations, [], 'no longer shown');
+  // Synced to again with its base gone: a compare of every file, not a full copy.
+  fs.appendFileSync(path.join(dir, 'big'), 'one more line\n');
+  const again = await replfs(s, ['sync', dir, rep, '--json']);
+  ok(t, again, 'sync after forget');
+  const summary = JSON.parse(again.stdout) as SyncSummary & { kind: string };
+  t.is(summary.kind, 'complete');
+  t.true(summary.bytesOnWire < 256 << 10, `${summary.bytesOnWire} bytes on the wire for a 4 MiB file with one line appended`);
+  ok(t, await replfs(s, ['verify', dir, rep]), 'verify');
 });
