@@ -204,7 +204,7 @@ const DESTINATION_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
  */
 async function namedDestination(volume: Volume, args: Record<string, unknown>, ctx: ActionContext): Promise<Record<string, unknown>> {
   const given = str(args, 'destination') ?? '';
-  if (!DESTINATION_NAME.test(given)) return args;
+  if (!DESTINATION_NAME.test(given)) return absoluteLocal(args);
   let policy: Policy;
   if (ctx.policy) policy = await ctx.policy();
   else {
@@ -216,11 +216,28 @@ async function namedDestination(volume: Volume, args: Record<string, unknown>, c
     }
   }
   const d = policy.destinations.find((x) => x.name === given);
-  if (!d) return args;
+  if (!d) return absoluteLocal(args);
   return {
     ...args, destination: d.url, bwlimit: args.bwlimit ?? d.bwlimit, compress: args.compress ?? d.compress,
     tokenFile: args.tokenFile ?? d.tokenFile ?? undefined, tlsCa: args.tlsCa ?? d.tlsCa ?? undefined, retention: args.retention ?? d.retention ?? undefined,
   };
+}
+
+/**
+ * A local destination given relative is taken from the directory the command was run in
+ * (`cwd`, sent by the CLI), not the daemon's: the same path always names the same replica,
+ * and its records and status show it whole.
+ */
+function absoluteLocal(args: Record<string, unknown>): Record<string, unknown> {
+  const given = str(args, 'destination') ?? '';
+  let local: boolean;
+  try {
+    local = parseDestination(given).kind === 'local';
+  } catch {
+    return args; // the caller's parse says what is wrong with it
+  }
+  if (!local || path.isAbsolute(given)) return args;
+  return { ...args, destination: path.resolve(str(args, 'cwd') ?? process.cwd(), given) };
 }
 
 /** Reaches the destination of a sync or verify, and says hello. */
@@ -365,7 +382,8 @@ export interface ForgetResult {
 const forget: Action = async (volume, given, ctx) => {
   const args = await namedDestination(volume, given, ctx);
   const destination = str(args, 'destination') ?? '';
-  const records = (await volume.destinations()).filter((d) => d.destination === destination || d.replicaId === destination);
+  const typed = str(given, 'destination') ?? '';
+  const records = (await volume.destinations()).filter((d) => [destination, typed].includes(d.destination) || d.replicaId === typed);
   if (records.length === 0) {
     const known = (await volume.destinations()).map((d) => d.destination);
     throw new ReplfsError('notFound', `${volume.root} has synced to no destination ${JSON.stringify(destination)}`,

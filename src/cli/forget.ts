@@ -21,7 +21,7 @@ export const forget: Command = {
   },
   positionals: { min: 2, max: 2 },
   async run({ values, positionals }) {
-    const res = await act<ForgetResult>(positionals[0]!, 'forget', { destination: positionals[1]! });
+    const res = await act<ForgetResult>(positionals[0]!, 'forget', { destination: positionals[1]!, cwd: process.cwd() });
     if (values.json) {
       printJson(res);
       return 0;

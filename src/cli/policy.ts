@@ -28,7 +28,9 @@ export interface LoadedPolicy {
 
 export function probeUrl(url: string): string | null {
   try {
-    parseDestination(url);
+    // The daemon runs the policy, in a directory of its own: a relative path would name a
+    // different place than the one the author had in mind.
+    if (parseDestination(url).kind === 'local' && !path.isAbsolute(url)) return `${JSON.stringify(url)} is a relative path: a destination in a policy is written absolute`;
     return null;
   } catch (err) {
     return messageOf(err);

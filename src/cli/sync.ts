@@ -55,7 +55,7 @@ export const sync: Command = {
     if (values['dry-run'] && values.quiesce) throw new ReplfsError('usage', '--dry-run and --quiesce do not go together: a dry run takes no snapshot');
     const bwlimit = typeof values.bwlimit === 'string' ? parseRate(values.bwlimit) : null;
     const res = await actWithProgress<SyncSummary>(source, 'sync', {
-      destination, snapshot: name ?? null, quiesce: values.quiesce === true, dryRun: values['dry-run'] === true,
+      destination, cwd: process.cwd(), snapshot: name ?? null, quiesce: values.quiesce === true, dryRun: values['dry-run'] === true,
       force: values.force === true, bwlimit, compress: values.compress === true ? true : null, ...transportArgs(values),
     }, values.json === true);
     if (values.json) {

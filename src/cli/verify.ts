@@ -29,7 +29,7 @@ export const verify: Command = {
     const [source, destination] = positionals as [string, string];
     const name = values.snapshot as string | undefined;
     if (name !== undefined) checkSnapshotName(name);
-    const res = await actWithProgress<VerifySummary>(source, 'verify', { destination, snapshot: name ?? null, ...transportArgs(values) }, values.json === true);
+    const res = await actWithProgress<VerifySummary>(source, 'verify', { destination, cwd: process.cwd(), snapshot: name ?? null, ...transportArgs(values) }, values.json === true);
     if (values.json) {
       printJson(res);
     } else if (res.identical) {

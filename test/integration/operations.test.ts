@@ -387,3 +387,18 @@ ops('forget: a destination given up for good stops keeping its base, and status 
   t.true(summary.bytesOnWire < 256 << 10, `${summary.bytesOnWire} bytes on the wire for a 4 MiB file with one line appended`);
   ok(t, await replfs(s, ['verify', dir, rep]), 'verify');
 });
+
+ops('a relative local destination names a place under the directory the command runs in, through the daemon too', async (t) => {
+  const s = scratch(t);
+  const dir = await volumeWith(t, s, {});
+  await mountVolume(t, s, dir); // the daemon runs in s.dir
+  const work = path.join(s.dir, 'work');
+  fs.mkdirSync(work);
+  ok(t, await replfs(s, ['sync', dir, 'rep'], { cwd: work }), 'sync to a relative path');
+  t.true(fs.existsSync(path.join(work, 'rep', '.replfs')), 'the replica is under the command\'s directory');
+  t.false(fs.existsSync(path.join(s.dir, 'rep')), 'and not under the daemon\'s');
+  t.deepEqual((await status(t, s, dir)).operations!.destinations.map((d) => d.url), [path.join(work, 'rep')], 'recorded whole');
+  ok(t, await replfs(s, ['verify', dir, './rep'], { cwd: work }), 'verify by the same relative path');
+  ok(t, await replfs(s, ['forget', dir, 'rep'], { cwd: work }), 'forget by it');
+  t.deepEqual((await status(t, s, dir)).operations!.destinations, []);
+});
