@@ -87,6 +87,11 @@ export class Daemon {
     }
   }
 
+  /** Runs `fn` while none of the policy's jobs runs (the running ones end first). */
+  whileIdle<T>(fn: () => Promise<T>): Promise<T> {
+    return this.operator ? this.operator.whileIdle(fn) : fn();
+  }
+
   get inPlace(): boolean {
     return this.opts.mountpoint === this.opts.root;
   }

@@ -108,10 +108,12 @@ Press Ctrl-C to unmount both.
       for (let tries = 0; !stopping; tries++) {
         if (fs.existsSync(path.join(replica, STATE_DIR))) {
           try {
-            replicaDaemon = await Daemon.start({
+            // Between two syncs: one running would hold the replica, and at a sync a second
+            // a busy machine might never leave a gap by itself.
+            replicaDaemon = await live.whileIdle(() => Daemon.start({
               root: replica, mountpoint: replica, replica: true, log: logAs('replica'),
               mount: { extra: [], attrTimeout: REPLICA_ATTR_TIMEOUT, entryTimeout: REPLICA_ENTRY_TIMEOUT },
-            });
+            }));
             replicaDaemon.installSignalHandlers();
             logAs('replica')(`mounted ${rel(replica)} in place, read-only`);
             return;

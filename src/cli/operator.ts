@@ -237,6 +237,16 @@ export class Operator {
     await this.evaluating;
   }
 
+  /** Runs `fn` while no scheduled job runs (running ones end first, by themselves). */
+  async whileIdle<T>(fn: () => Promise<T>): Promise<T> {
+    await this.scheduler.hold();
+    try {
+      return await fn();
+    } finally {
+      if (!this.stopped) this.scheduler.resume();
+    }
+  }
+
   /** The unmount was refused: everything goes on. */
   resume(): void {
     this.stopped = false;

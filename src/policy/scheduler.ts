@@ -99,6 +99,8 @@ export class Scheduler {
   private readonly busyLanes = new Set<string>();
   private timer: unknown = null;
   private stopped = false;
+  /** hold(): nothing starts, but what runs finishes as usual (and may be retried). */
+  private held = false;
 
   constructor(private readonly clock: Clock, private readonly events: SchedulerEvents) {}
 
@@ -141,10 +143,23 @@ export class Scheduler {
     return [...this.jobs.values()].map((j) => ({ id: j.def.id, ...j.rec, running: j.running !== null, nextRun: j.running ? null : this.dueAt(j) }));
   }
 
-  /** Starts jobs again after stop(), as their records say. */
+  /** Starts jobs again after stop() or hold(), as their records say. */
   resume(): void {
     this.stopped = false;
+    this.held = false;
     this.wake();
+  }
+
+  /**
+   * Starts nothing more until resume(), and waits for the running jobs to end by
+   * themselves: for work that must not race with a job (mounting a replica a sync writes).
+   * Runs that came due meanwhile start at resume().
+   */
+  async hold(): Promise<void> {
+    this.held = true;
+    if (this.timer !== null) this.clock.clearTimer(this.timer);
+    this.timer = null;
+    await Promise.all([...this.jobs.values()].filter((j) => j.running).map((j) => j.running));
   }
 
   /** Stops starting jobs; aborts the running ones and waits for them to end. */
@@ -166,7 +181,7 @@ export class Scheduler {
   }
 
   private wake(): void {
-    if (this.stopped) return;
+    if (this.stopped || this.held) return;
     if (this.timer !== null) this.clock.clearTimer(this.timer);
     this.timer = null;
     const now = this.clock.now();

@@ -111,17 +111,28 @@ test('the demo (npm start) protects its directory, replicates it every few secon
   child.stdout.on('data', (d: Buffer) => { out += d.toString(); });
   child.stderr.on('data', (d: Buffer) => { out += d.toString(); });
   t.teardown(() => { if (child.exitCode === null) child.kill('SIGKILL'); });
-  await waitFor(() => out.includes('Press Ctrl-C'), 60_000, 'the demo to be ready');
+  // On a timeout, what the demo printed is the clue.
+  const until = async (fn: () => Promise<boolean> | boolean, ms: number, what: string): Promise<void> => {
+    try {
+      await waitFor(fn, ms, what);
+    } catch (err) {
+      t.log(out);
+      throw err;
+    }
+  };
+  await until(() => out.includes('Press Ctrl-C'), 60_000, 'the demo to be ready');
   t.true(await isMounted(dir));
   t.true(fs.existsSync(path.join(dir, 'README.txt')), 'sample files are there');
-  await waitFor(() => isMounted(replica), 30_000, 'the replica to be mounted');
+  await until(() => isMounted(replica), 30_000, 'the replica to be mounted');
   t.regex(out, /^\d\d:\d\d:\d\d live {4}snapshot \S+ taken/m);
   t.regex(out, /^\d\d:\d\d:\d\d live {4}synced \S+ to replica \(full\): \d+ files, [\d.]+ MiB sent, [\d.]+ MiB on the wire/m);
-  t.regex(out, /^\d\d:\d\d:\d\d replica mounted .* in place, read-only$/m);
+  // The line follows the mount.
+  await until(() => /^\d\d:\d\d:\d\d replica mounted .* in place, read-only$/m.test(out), 10_000, 'the replica\'s mount to be printed');
   await fsp.appendFile(path.join(dir, 'README.txt'), 'edited\n');
   const readmeThere = () => { try { return fs.readFileSync(path.join(replica, 'README.txt'), 'utf8').endsWith('edited\n'); } catch { return false; } };
-  await waitFor(readmeThere, 20_000, 'the change to reach the replica');
-  t.regex(out, /synced \S+ to replica \(incremental\): 1 files, \d+ B sent/);
+  await until(readmeThere, 20_000, 'the change to reach the replica');
+  // The replica shows the change once it has confirmed; the sender's line follows.
+  await until(() => /synced \S+ to replica \(incremental\): 1 files, \d+ B sent/.test(out), 20_000, 'the incremental sync to be printed');
   t.throws(() => fs.writeFileSync(path.join(replica, 'x'), 'x'), { code: 'EROFS' }, 'the replica is read-only');
   t.true(fs.readdirSync(path.join(replica, '.snapshots')).length >= 2);
   const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));

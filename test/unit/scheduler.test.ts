@@ -243,6 +243,36 @@ test('stop aborts the running jobs, waits for them, and starts nothing more', as
   t.is(h.clock.pending, 0, 'no timer left');
 });
 
+test('hold waits for the running job to end by itself and starts nothing until resume, which runs what came due once', async (t) => {
+  const h = harness();
+  let finish: () => void = () => undefined;
+  const def: JobDef = {
+    id: 'sync', lane: 'sync', triggers: [], schedule: parseSchedule({ every: '1m' }, 'x'),
+    run: (_reason, signal) => new Promise<void>((resolve, reject) => {
+      h.runs.push({ id: 'sync', at: h.clock.now(), reason: 'schedule' });
+      finish = resolve;
+      signal.addEventListener('abort', () => reject(new JobFailure('aborted', true)));
+    }),
+  };
+  h.sched.setJobs([def]);
+  await h.clock.advance(0);
+  t.is(h.runs.length, 1);
+  let held = false;
+  const holding = h.sched.hold().then(() => { held = true; });
+  await h.clock.advance(0);
+  t.false(held, 'still waiting for the running job');
+  finish();
+  await holding;
+  t.true(held);
+  t.is(h.saved.get('sync')!.lastError, null, 'it ended by itself, not aborted');
+  await h.clock.advance(5 * M);
+  t.is(h.runs.length, 1, 'nothing started while held');
+  h.sched.resume();
+  await h.clock.advance(0);
+  t.deepEqual(h.runs.map((r) => (r.at - T0) / M), [0, 5], 'the run that came due meanwhile, once, at resume');
+  finish();
+});
+
 test('trigger runs a job at once; triggers while it runs make one more run after it, not one each', async (t) => {
   const h = harness();
   let release!: () => void;
