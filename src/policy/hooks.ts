@@ -91,6 +91,7 @@ let hookUmask: number | null = null;
 export function setHookUmask(mask: number): void {
   hookUmask ??= mask & 0o777;
 }
+
 const KILL_GRACE_MS = 2000;
 
 /**
