@@ -23,7 +23,7 @@ import { specOf } from '../volume/view.js';
 import { nodeTypeOf, type FileChange } from './changes.js';
 import type { HashPool } from './hasher.js';
 import { plan, stepBatches, type NameRef, type Node, type Step } from './plan.js';
-import { revertTo } from './revert.js';
+import { applyStep, revertTo } from './revert.js';
 
 /** Where names are parked while a plan runs (suffixed with the replica's id); removed again before the replica snapshot. */
 export const STAGING_PREFIX = '.replfs-incoming-';
@@ -567,20 +567,7 @@ export class Receiver implements ReceiverApi {
     } else {
       await this.checkPath(s.path, s.op === 'rmdir' ? 'dir' : undefined);
     }
-    switch (s.op) {
-      case 'rename': return r.rename(`/${s.from}`, `/${s.to}`);
-      case 'link': return r.link(`/${s.from}`, `/${s.to}`);
-      case 'unlink': return r.unlink(`/${s.path}`);
-      case 'rmdir': return r.rmdir(`/${s.path}`);
-      case 'create': {
-        const c = this.byFid.get(s.fid);
-        const p = `/${s.path}`;
-        if (s.type === 'dir') return r.mkdir(p, 0o700, me);
-        if (s.type === 'symlink') return r.symlink(c?.target ?? '', p, me);
-        if (s.type === 'file') return r.release(await r.create(p, 0o600, fsConstants.O_WRONLY | fsConstants.O_CREAT | fsConstants.O_EXCL, me));
-        return r.mknod(p, c?.attr?.mode ?? 0o10600, c?.attr?.rdev ?? 0, me);
-      }
-    }
+    return applyStep(r, s, this.byFid.get(s.fid), me);
   }
 
   /**

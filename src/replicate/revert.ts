@@ -78,22 +78,9 @@ export async function revertTo(volume: Volume, name: string): Promise<RevertRepo
   const staged = steps.some((s) => (s.op === 'rename' || s.op === 'link' ? s.from.startsWith(`${stage}/`) || s.to.startsWith(`${stage}/`) : s.path.startsWith(`${stage}/`)));
   if (staged) await volume.mkdir(`/${stage}`, 0o700, me);
   const made = new Set<FileId>();
-  const apply = async (s: Step): Promise<void> => {
-    switch (s.op) {
-      case 'rename': return volume.rename(`/${s.from}`, `/${s.to}`);
-      case 'link': return volume.link(`/${s.from}`, `/${s.to}`);
-      case 'unlink': return volume.unlink(`/${s.path}`);
-      case 'rmdir': return volume.rmdir(`/${s.path}`);
-      case 'create': {
-        made.add(s.fid);
-        const c = byFid.get(s.fid);
-        const p = `/${s.path}`;
-        if (s.type === 'dir') return volume.mkdir(p, 0o700, me);
-        if (s.type === 'symlink') return volume.symlink(c?.target ?? '', p, me);
-        if (s.type === 'file') return volume.release(await volume.create(p, 0o600, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, me));
-        return volume.mknod(p, c?.attr?.mode ?? 0o10600, c?.attr?.rdev ?? 0, me);
-      }
-    }
+  const apply = (s: Step): Promise<void> => {
+    if (s.op === 'create') made.add(s.fid);
+    return applyStep(volume, s, byFid.get(s.fid), me);
   };
   for (const batch of stepBatches(steps)) await mapLimit(batch, CONCURRENCY, apply);
   if (staged) await volume.rmdir(`/${stage}`);
@@ -142,4 +129,25 @@ export async function revertTo(volume: Volume, name: string): Promise<RevertRepo
     await mapLimit(dirs.filter((d) => d.depth === depth), CONCURRENCY, (d) => setAttrs(d.c));
   }
   return report;
+}
+
+/**
+ * Makes one step of a name plan through the volume's own operations. Files, directories,
+ * symlinks and nodes are created private (0600, 0700) and owned by this process: their
+ * attributes are set afterwards, from `c`, the change that holds the created file.
+ */
+export async function applyStep(volume: Volume, s: Step, c: FileChange | undefined, me: { uid: number; gid: number; pid: number }): Promise<void> {
+  switch (s.op) {
+    case 'rename': return volume.rename(`/${s.from}`, `/${s.to}`);
+    case 'link': return volume.link(`/${s.from}`, `/${s.to}`);
+    case 'unlink': return volume.unlink(`/${s.path}`);
+    case 'rmdir': return volume.rmdir(`/${s.path}`);
+    case 'create': {
+      const p = `/${s.path}`;
+      if (s.type === 'dir') return volume.mkdir(p, 0o700, me);
+      if (s.type === 'symlink') return volume.symlink(c?.target ?? '', p, me);
+      if (s.type === 'file') return volume.release(await volume.create(p, 0o600, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, me));
+      return volume.mknod(p, c?.attr?.mode ?? 0o10600, c?.attr?.rdev ?? 0, me);
+    }
+  }
 }
