@@ -3,8 +3,9 @@ import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
-import type { Volume } from '../../src/volume/volume.js';
+import { Volume } from '../../src/volume/volume.js';
 import type { SnapshotView } from '../../src/volume/view.js';
+import { HashPool } from '../../src/replicate/hasher.js';
 
 /** The caller the tests act as. */
 export const me = { uid: process.getuid!(), gid: process.getgid!(), pid: process.pid };
@@ -15,6 +16,43 @@ export function tmpDir(t: { teardown(fn: () => unknown): void }, prefix = 'replf
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), prefix));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   return dir;
+}
+
+/** A source and a replica volume, both open for writing, and a hash pool for syncs between them. */
+export interface VolumePair {
+  src: string;
+  dst: string;
+  source: Volume;
+  /** Tests may reopen the replica: teardown closes whichever is here then. */
+  replica: Volume;
+  pool: HashPool;
+}
+
+/**
+ * Two fresh volumes of 16 KiB blocks under a temp dir: `src`, with `docs/` and whatever
+ * `fill` writes before it is protected, and an empty `dst`. All closed after the test.
+ */
+export async function volumePair(t: { teardown(fn: () => unknown): void }, prefix: string, fill: (src: string) => void): Promise<VolumePair> {
+  const base = tmpDir(t, prefix);
+  const src = path.join(base, 'src');
+  const dst = path.join(base, 'dst');
+  fs.mkdirSync(path.join(src, 'docs'), { recursive: true });
+  fs.mkdirSync(dst);
+  fill(src);
+  await Volume.init(src, { blockSize: 16384 });
+  await Volume.init(dst, { blockSize: 16384 });
+  const p: VolumePair = {
+    src, dst,
+    source: (await Volume.open(src, { writable: true })).volume,
+    replica: (await Volume.open(dst, { writable: true })).volume,
+    pool: new HashPool(2),
+  };
+  t.teardown(async () => {
+    await p.pool.close();
+    await p.source.close().catch(() => undefined);
+    await p.replica.close().catch(() => undefined);
+  });
+  return p;
 }
 
 /** Creates (or opens) `p` through the volume and writes `data` at `pos`. */

@@ -7,7 +7,7 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import test from '../helpers/ava.js';
 import type { ExecutionContext } from 'ava';
-import { describeSnapshot as describe, put, tmpDir, writeAt } from '../helpers/engine.js';
+import { describeSnapshot as describe, put, volumePair, writeAt } from '../helpers/engine.js';
 import { Volume } from '../../src/volume/volume.js';
 import { HashPool } from '../../src/replicate/hasher.js';
 import { Receiver, type ReceiverApi } from '../../src/replicate/receiver.js';
@@ -23,26 +23,11 @@ interface Sites {
 }
 
 async function sites(t: ExecutionContext): Promise<Sites> {
-  const base = tmpDir(t, 'replfs-failover-');
-  const aDir = path.join(base, 'a');
-  const bDir = path.join(base, 'b');
-  fs.mkdirSync(path.join(aDir, 'docs'), { recursive: true });
-  fs.mkdirSync(bDir);
-  fs.writeFileSync(path.join(aDir, 'docs/readme.txt'), 'hello\n');
-  for (let i = 0; i < 4; i++) fs.writeFileSync(path.join(aDir, `f${i}.bin`), randomBytes(512 * 1024));
-  await Volume.init(aDir, { blockSize: 16384 });
-  await Volume.init(bDir, { blockSize: 16384 });
-  const s: Sites = {
-    aDir, bDir, pool: new HashPool(2),
-    a: (await Volume.open(aDir, { writable: true })).volume,
-    b: (await Volume.open(bDir, { writable: true })).volume,
-  };
-  t.teardown(async () => {
-    await s.pool.close();
-    await s.a.close().catch(() => undefined);
-    await s.b.close().catch(() => undefined);
+  const p = await volumePair(t, 'replfs-failover-', (src) => {
+    fs.writeFileSync(path.join(src, 'docs/readme.txt'), 'hello\n');
+    for (let i = 0; i < 4; i++) fs.writeFileSync(path.join(src, `f${i}.bin`), randomBytes(512 * 1024));
   });
-  return s;
+  return { a: p.source, b: p.replica, aDir: p.src, bDir: p.dst, pool: p.pool };
 }
 
 async function sync(s: Sites, from: Volume, to: Volume, opts: { wrap?: (r: ReceiverApi) => ReceiverApi; mode?: 'sync' | 'dry-run' } = {}): Promise<SyncSummary> {

@@ -7,42 +7,18 @@ import path from 'node:path';
 import { randomBytes } from 'node:crypto';
 import test from '../helpers/ava.js';
 import type { ExecutionContext } from 'ava';
-import { describeSnapshot as describe, put, tmpDir, writeAt } from '../helpers/engine.js';
+import { describeSnapshot as describe, put, tmpDir, volumePair, writeAt, type VolumePair } from '../helpers/engine.js';
 import { Volume } from '../../src/volume/volume.js';
-import { HashPool } from '../../src/replicate/hasher.js';
 import { Receiver, type ReceiverApi } from '../../src/replicate/receiver.js';
 import { send, verify, type SyncSummary } from '../../src/replicate/sender.js';
 
-interface Pair {
-  src: string;
-  dst: string;
-  source: Volume;
-  replica: Volume;
-  pool: HashPool;
-}
+type Pair = VolumePair;
 
-async function pair(t: ExecutionContext): Promise<Pair> {
-  const base = tmpDir(t, 'replfs-resume-');
-  const src = path.join(base, 'src');
-  const dst = path.join(base, 'dst');
-  fs.mkdirSync(path.join(src, 'docs'), { recursive: true });
-  fs.mkdirSync(dst);
-  fs.writeFileSync(path.join(src, 'docs/a.txt'), 'alpha\n');
-  for (let i = 0; i < 6; i++) fs.writeFileSync(path.join(src, `f${i}.bin`), randomBytes(200_000 + i * 1000));
-  await Volume.init(src, { blockSize: 16384 });
-  await Volume.init(dst, { blockSize: 16384 });
-  const p: Pair = {
-    src, dst,
-    source: (await Volume.open(src, { writable: true })).volume,
-    replica: (await Volume.open(dst, { writable: true })).volume,
-    pool: new HashPool(2),
-  };
-  t.teardown(async () => {
-    await p.pool.close();
-    await p.source.close().catch(() => undefined);
-    await p.replica.close().catch(() => undefined);
+function pair(t: ExecutionContext): Promise<Pair> {
+  return volumePair(t, 'replfs-resume-', (src) => {
+    fs.writeFileSync(path.join(src, 'docs/a.txt'), 'alpha\n');
+    for (let i = 0; i < 6; i++) fs.writeFileSync(path.join(src, `f${i}.bin`), randomBytes(200_000 + i * 1000));
   });
-  return p;
 }
 
 /** Syncs the newest (or named) source snapshot, through `wrap` if given; rethrows what failed after letting go. */
