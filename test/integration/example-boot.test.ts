@@ -12,7 +12,8 @@ import {
   ROOT, scratch, replfs, run, initVolume, forceUnmount, isMounted, waitFor, alive, stateOf,
   type Scratch, type RunResult,
 } from '../helpers/env.js';
-import { background, freePort, replfsOnPath, serveOn, tokenFile, withPath } from '../helpers/examples.js';
+import { freePort, replfsOnPath, withPath } from '../helpers/examples.js';
+import { background, startServer, tokenFile } from '../helpers/server.js';
 import {
   parseUnit, value, values, escapePath, specifiers, splitExec, expandEnvironment, parseEnvironmentFile, type UnitEntry,
 } from '../helpers/unitfile.js';
@@ -550,9 +551,9 @@ test('replfs-sync@.service: its command line syncs through the example environme
 
   // A server where the example's destination says, on a free port, with the token file where the example has it.
   const port = await freePort();
-  const token = tokenFile(path.join(s.dir, 'etc', 'replfs', 'token'));
+  const token = tokenFile(s, 'etc/replfs/token');
   const root = mkdir(s.dir, 'replicas');
-  await serveOn(t, s, root, port, token);
+  await startServer(t, root, ['--token-file', token], `127.0.0.1:${port}`, s.env);
   const etc = mkdir(s.dir, 'etc', 'replfs', 'sync');
   const example = fs.readFileSync(path.join(SYSTEMD, 'srv-data.sync.env'), 'utf8');
   t.true(example.includes('backup.example:7007'));

@@ -7,7 +7,8 @@ import path from 'node:path';
 import test from '../helpers/ava.js';
 import type { ExecutionContext } from 'ava';
 import { ROOT, scratch, replfs, run, initVolume, mountVolume, waitFor, type Scratch, type RunResult } from '../helpers/env.js';
-import { background, freePort, replfsOnPath, serveOn, tokenFile, withPath } from '../helpers/examples.js';
+import { freePort, replfsOnPath, withPath } from '../helpers/examples.js';
+import { background, startServer, tokenFile } from '../helpers/server.js';
 import { parseCron } from '../../src/policy/schedule.js';
 
 const SCRIPT = path.join(ROOT, 'examples/cron/replfs-sync.sh');
@@ -87,7 +88,7 @@ test('a sync to a local replica logs one line from the JSON summary, and passes 
 test('a transient failure (no server: exit 10) is retried with backoff, then the alert runs with the details, and the script exits 10', async (t) => {
   const { s, sync } = setup(t);
   const dir = await volume(t, s);
-  const token = tokenFile(path.join(s.dir, 'token'));
+  const token = tokenFile(s);
   const port = await freePort();
   const dest = `replfs://127.0.0.1:${port}/x`;
   const alert = path.join(s.dir, 'alert');
@@ -125,7 +126,7 @@ test('a transient failure (no server: exit 10) is retried with backoff, then the
 test('a server that comes up while the script backs off: a retry succeeds, and no alert runs', async (t) => {
   const { s, env } = setup(t);
   const dir = await volume(t, s);
-  const token = tokenFile(path.join(s.dir, 'token'));
+  const token = tokenFile(s);
   const port = await freePort();
   const root = path.join(s.dir, 'replicas');
   fs.mkdirSync(root);
@@ -133,7 +134,7 @@ test('a server that comes up while the script backs off: a retry succeeds, and n
   const alert = path.join(s.dir, 'alert');
   const job = background(t, SCRIPT, ['--retries', '5', '--backoff', '2', '--alert', alertInto(alert), dir, dest, '--token-file', token], { env, cwd: s.dir });
   await waitFor(() => /attempt 1 of 6 failed \(exit 10 unavailable/.test(job.stderr()), 30_000, 'the first attempt to fail');
-  await serveOn(t, s, root, port, token);
+  await startServer(t, root, ['--token-file', token], `127.0.0.1:${port}`, s.env);
   t.is(await job.exit, 0, job.stderr());
   const sent = (await snapshots(t, s, dir)).snapshots.at(-1)!;
   t.regex(job.stdout(), new RegExp(`^${STAMP}: ${escapeRe(dir)} -> ${escapeRe(dest)}: snapshot ${sent.name} \\(source time [^,]+, full copy\\): 3 files, 300006 bytes`));
@@ -168,7 +169,7 @@ test('a replica changed outside replfs (exit 4) is not retried: the alert runs, 
 test('two runs at once: the second gives up at once (75) unless --wait lets it wait; another destination is not held up', async (t) => {
   const { s, env, sync } = setup(t);
   const dir = await volume(t, s);
-  const token = tokenFile(path.join(s.dir, 'token'));
+  const token = tokenFile(s);
   const dest = `replfs://127.0.0.1:${await freePort()}/x`;
   const alertA = path.join(s.dir, 'alert-a');
   const alertB = path.join(s.dir, 'alert-b');

@@ -32,6 +32,16 @@ async function logged(srv: Server, count: number): Promise<string[]> {
 
 
 /** A protected directory with a few kinds of files (unmounted unless `mount`). */
+/** A server on a root of its own, with a token file; `good` is the token itself. */
+async function served(t: ExecutionContext, s: Scratch, args: string[] = []): Promise<{ root: string; token: string; good: string; srv: Server }> {
+  const root = path.join(s.dir, 'replicas');
+  fs.mkdirSync(root);
+  const token = tokenFile(s);
+  const good = fs.readFileSync(token, 'utf8').trim();
+  const srv = await startServer(t, root, ['--token-file', token, ...args]);
+  return { root, token, good, srv };
+}
+
 async function source(t: ExecutionContext, s: Scratch, name: string, mount = false): Promise<string> {
   const dir = path.join(s.dir, name);
   fs.mkdirSync(path.join(dir, 'docs/deep'), { recursive: true });
@@ -105,10 +115,7 @@ function makeCert(t: ExecutionContext, s: Scratch, name: string, cn: string, san
 test('a full then an incremental sync over replfs://, the replica equal to the source snapshot each time', async (t) => {
   const s = scratch(t);
   const src = await source(t, s, 'src', true);
-  const root = path.join(s.dir, 'replicas');
-  fs.mkdirSync(root);
-  const token = tokenFile(s);
-  const srv = await startServer(t, root, ['--token-file', token]);
+  const { root, token, srv } = await served(t, s);
   const dest = `replfs://127.0.0.1:${srv.port}/main`;
 
   const first = await syncJson(t, s, [src, dest, '--token-file', token]);
@@ -138,11 +145,7 @@ test('a full then an incremental sync over replfs://, the replica equal to the s
 test('the token: a wrong or missing one gets the same answer, bad token files are refused, nothing is created', async (t) => {
   const s = scratch(t);
   const src = await source(t, s, 'src');
-  const root = path.join(s.dir, 'replicas');
-  fs.mkdirSync(root);
-  const token = tokenFile(s);
-  const good = fs.readFileSync(token, 'utf8').trim();
-  const srv = await startServer(t, root, ['--token-file', token]);
+  const { root, good, srv } = await served(t, s);
   const dest = `replfs://127.0.0.1:${srv.port}/main`;
 
   // By hand: every failure to present the token, each naming a replica, gets the same bytes.
@@ -243,10 +246,7 @@ test('TLS: a round trip with a self-signed certificate; a plaintext sender and a
   await makeCert(t, s, 'server', 'localhost', 'IP:127.0.0.1,DNS:localhost');
   await makeCert(t, s, 'stranger', 'localhost', 'IP:127.0.0.1,DNS:localhost');
   const src = await source(t, s, 'src');
-  const root = path.join(s.dir, 'replicas');
-  fs.mkdirSync(root);
-  const token = tokenFile(s);
-  const srv = await startServer(t, root, ['--token-file', token, '--tls-cert', path.join(s.dir, 'server.pem'), '--tls-key', path.join(s.dir, 'server.key')]);
+  const { root, token, srv } = await served(t, s, ['--tls-cert', path.join(s.dir, 'server.pem'), '--tls-key', path.join(s.dir, 'server.key')]);
   const ca = path.join(s.dir, 'server.pem');
 
   const first = await syncJson(t, s, [src, `replfs://127.0.0.1:${srv.port}/main`, '--token-file', token, '--tls-ca', ca]);
@@ -286,11 +286,7 @@ test('TLS: a round trip with a self-signed certificate; a plaintext sender and a
 test('syncs to two NAMEs run at once; the same NAME at once is refused as busy (exit 10) until the first ends', async (t) => {
   const s = scratch(t);
   const [a, b] = [await source(t, s, 'a'), await source(t, s, 'b')];
-  const root = path.join(s.dir, 'replicas');
-  fs.mkdirSync(root);
-  const token = tokenFile(s);
-  const good = fs.readFileSync(token, 'utf8').trim();
-  const srv = await startServer(t, root, ['--token-file', token]);
+  const { root, token, good, srv } = await served(t, s);
   const dest = (name: string) => `replfs://127.0.0.1:${srv.port}/${name}`;
 
   const [ra, rb] = await Promise.all([syncJson(t, s, [a, dest('a'), '--token-file', token]), syncJson(t, s, [b, dest('b'), '--token-file', token])]);
@@ -316,11 +312,7 @@ test('syncs to two NAMEs run at once; the same NAME at once is refused as busy (
 test('beyond --max-connections a sender is told busy (exit 10), and served once a place is free', async (t) => {
   const s = scratch(t);
   const src = await source(t, s, 'src');
-  const root = path.join(s.dir, 'replicas');
-  fs.mkdirSync(root);
-  const token = tokenFile(s);
-  const good = fs.readFileSync(token, 'utf8').trim();
-  const srv = await startServer(t, root, ['--token-file', token, '--max-connections', '1']);
+  const { root, token, good, srv } = await served(t, s, ['--max-connections', '1']);
   const held = await begin(srv.port, good, 'held');
   t.is(held.answer.type, 'state');
   const busy = await rawAnswer(srv.port, encodeJson('hello', { protocol: 'replfs', versions: [1], software: 'x', token: good, target: 'main' }));
