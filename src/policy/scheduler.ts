@@ -157,19 +157,22 @@ export class Scheduler {
    */
   async hold(): Promise<void> {
     this.held = true;
-    if (this.timer !== null) this.clock.clearTimer(this.timer);
-    this.timer = null;
+    this.cancelTimer();
     await Promise.all([...this.jobs.values()].filter((j) => j.running).map((j) => j.running));
   }
 
   /** Stops starting jobs; aborts the running ones and waits for them to end. */
   async stop(): Promise<void> {
     this.stopped = true;
-    if (this.timer !== null) this.clock.clearTimer(this.timer);
-    this.timer = null;
+    this.cancelTimer();
     const running = [...this.jobs.values()].filter((j) => j.running);
     for (const j of running) j.abort?.abort();
     await Promise.all(running.map((j) => j.running));
+  }
+
+  private cancelTimer(): void {
+    if (this.timer !== null) this.clock.clearTimer(this.timer);
+    this.timer = null;
   }
 
   /** When the job is due by itself: its retry, or its schedule (maybe in the past: missed). */
@@ -182,8 +185,7 @@ export class Scheduler {
 
   private wake(): void {
     if (this.stopped || this.held) return;
-    if (this.timer !== null) this.clock.clearTimer(this.timer);
-    this.timer = null;
+    this.cancelTimer();
     const now = this.clock.now();
     let soonest = Infinity;
     for (const job of this.jobs.values()) {
